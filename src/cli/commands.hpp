@@ -1,0 +1,16 @@
+#pragma once
+// Each component registers its own subcommands; main.cpp only wires them.
+// A callback stores its process exit status in exit_code.
+namespace CLI {
+class App;
+}
+
+namespace ng::cli {
+
+void add_driver_command(CLI::App& app, int& exit_code);    // src/driver/command.cpp
+void add_front_command(CLI::App& app, int& exit_code);     // src/frontend/command.cpp
+void add_manager_commands(CLI::App& app, int& exit_code);  // src/manager/command.cpp: manager, status
+void add_lab_command(CLI::App& app, int& exit_code);       // src/lab/command.cpp
+void add_bench_command(CLI::App& app, int& exit_code);     // src/bench/command.cpp
+
+}  // namespace ng::cli

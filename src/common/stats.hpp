@@ -1,0 +1,111 @@
+#pragma once
+// Counters of a driver domain or a frontend, kept in a small file-backed
+// mapping under the manager's state directory. The process that owns the
+// counters is their only writer (relaxed stores, no syscalls on the data
+// path); the manager and `nicguard status` map the file read-only.
+#include <atomic>
+#include <cstdint>
+#include <string>
+
+#include "common/error.hpp"
+#include "common/fd.hpp"
+
+namespace ng::stats {
+
+inline constexpr uint32_t kDriverMagic = 0x5344474e;  // "NGDS"
+inline constexpr uint32_t kFrontMagic = 0x5346474e;   // "NGFS"
+inline constexpr uint32_t kVersion = 1;
+inline constexpr int kMaxConnections = 64;
+inline constexpr int kMaxBackends = 2;
+inline constexpr int kNameLen = 64;
+
+using Counter = std::atomic<uint64_t>;
+
+inline void add(Counter& c, uint64_t v) {
+  c.store(c.load(std::memory_order_relaxed) + v, std::memory_order_relaxed);
+}
+
+struct DriverConnection {
+  std::atomic<uint32_t> in_use;
+  std::atomic<uint32_t> role;  // protocol::Role
+  char app[kNameLen];
+  uint8_t mac[8];
+  Counter rx_frames;  // delivered to this frontend
+  Counter rx_bytes;
+  Counter tx_frames;  // sent on the NIC for this frontend
+  Counter tx_bytes;
+  Counter rx_drops;   // ring full
+  Counter malformed;  // bad descriptors from this frontend
+};
+
+struct DriverStats {
+  uint32_t magic;
+  uint32_t version;
+  char name[kNameLen];
+  char nic[kNameLen];
+  Counter pid;
+  Counter heartbeat;
+  Counter nic_rx_frames;
+  Counter nic_rx_bytes;
+  Counter nic_tx_frames;
+  Counter nic_tx_bytes;
+  Counter nic_tx_errors;
+  Counter rx_unclaimed;  // unicast for no connected app
+  Counter connections;
+  DriverConnection conns[kMaxConnections];
+};
+
+enum class BackendState : uint32_t { down = 0, connecting = 1, spare = 2, active = 3 };
+const char* backend_state_name(BackendState s);
+
+struct FrontBackend {
+  char name[kNameLen];
+  std::atomic<uint32_t> state;  // BackendState
+  Counter tx_frames;            // posted to this backend's TX ring
+  Counter tx_bytes;
+  Counter rx_frames;  // taken from this backend's RX ring
+  Counter rx_bytes;
+  Counter malformed;  // descriptors or indices that failed validation
+  Counter connects;
+};
+
+struct FrontStats {
+  uint32_t magic;
+  uint32_t version;
+  char name[kNameLen];
+  char tap[kNameLen];
+  Counter pid;
+  Counter tap_rx_frames;  // read from the TAP device (apps sending)
+  Counter tap_rx_bytes;
+  Counter tap_tx_frames;  // written to the TAP device (apps receiving)
+  Counter tap_tx_bytes;
+  Counter tx_drops;   // no backend could take the frame
+  Counter rx_drops;   // frames from a backend refused (too short, TAP error)
+  Counter malformed;  // sum over backends
+  Counter failovers;
+  Counter replayed;  // frames re-posted to a new active backend
+  std::atomic<int32_t> active;  // index into backends, -1 for none
+  FrontBackend backends[kMaxBackends];
+};
+
+// Owns one mapped stats file. create() makes (or truncates) it for the
+// writer; open() maps an existing one read-only for readers.
+template <typename T>
+class StatsFile {
+ public:
+  static Result<StatsFile> create(const std::string& path, uint32_t magic);
+  static Result<StatsFile> open(const std::string& path, uint32_t magic);
+  T* get() const { return static_cast<T*>(map_.data()); }
+  T* operator->() const { return get(); }
+
+ private:
+  Mapping map_;
+};
+
+using DriverStatsFile = StatsFile<DriverStats>;
+using FrontStatsFile = StatsFile<FrontStats>;
+
+// Copies s into a fixed-size name field, always NUL-terminated.
+void set_name(char (&field)[kNameLen], const std::string& s);
+
+}  // namespace ng::stats
