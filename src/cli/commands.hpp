@@ -12,5 +12,6 @@ void add_front_command(CLI::App& app, int& exit_code);     // src/frontend/comma
 void add_manager_commands(CLI::App& app, int& exit_code);  // src/manager/command.cpp: manager, status
 void add_lab_command(CLI::App& app, int& exit_code);       // src/lab/command.cpp
 void add_bench_command(CLI::App& app, int& exit_code);     // src/bench/command.cpp
+void add_probe_command(CLI::App& app, int& exit_code);     // src/probe/command.cpp
 
 }  // namespace ng::cli

@@ -1,6 +1,22 @@
 #include <CLI/CLI.hpp>
 
 #include "cli/commands.hpp"
+#include "driver/driver.hpp"
 
-// Placeholder until the component lands.
-void ng::cli::add_driver_command(CLI::App&, int&) {}
+void ng::cli::add_driver_command(CLI::App& app, int& exit_code) {
+  auto opt = std::make_shared<ng::driver::DriverOptions>();
+  auto* cmd = app.add_subcommand("driver", "Run one driver domain (started by the manager)");
+  cmd->add_option("--name", opt->name, "Domain name")->required();
+  cmd->add_option("--netns", opt->netns, "Network namespace holding the NIC (path)");
+  cmd->add_option("--nic", opt->nic, "NIC interface inside that namespace")->required();
+  cmd->add_option("--socket", opt->socket, "Unix socket frontends connect to")->required();
+  cmd->add_option("--stats", opt->stats, "Counters file")->required();
+  cmd->add_option("--memory-limit-mb", opt->memory_limit_mb, "Address-space limit")
+      ->capture_default_str();
+  cmd->add_option("--heartbeat-us", opt->heartbeat_us, "Heartbeat period while idle")
+      ->capture_default_str();
+  cmd->add_option("--spin-us", opt->spin_us, "Busy-poll time before sleeping")
+      ->capture_default_str();
+  cmd->add_flag("!--no-sandbox", opt->sandbox, "Skip seccomp/capability/memory sandboxing");
+  cmd->callback([opt, &exit_code] { exit_code = ng::driver::run_driver(*opt); });
+}

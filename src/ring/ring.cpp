@@ -89,12 +89,17 @@ Producer::Producer(RingRef ring)
 Result<uint32_t> Producer::free_slots() {
   uint32_t free = ring_.slots - (prod_ - done_);
   if (free != 0) return free;
+  if (auto s = refresh(); !s) return tl::unexpected(s.error());
+  return ring_.slots - (prod_ - done_);
+}
+
+Status Producer::refresh() {
   uint32_t seen = ring_.control->done.value.load(std::memory_order_acquire);
   if (seen - done_ > prod_ - done_) {
     return fail("peer moved its done index to {} outside [{}, {}]", seen, done_, prod_);
   }
   done_ = seen;
-  return ring_.slots - (prod_ - done_);
+  return {};
 }
 
 std::byte* Producer::slot(uint32_t i) const {

@@ -114,6 +114,9 @@ class Producer {
   // Free slots, refreshing the cached peer index only when needed.
   // A `done` index outside [old done, prod] is a protocol violation.
   Result<uint32_t> free_slots();
+  // Reloads the peer's done index now (validated), e.g. before re-posting
+  // unfinished frames elsewhere.
+  Status refresh();
   // i counts from the first unpublished slot.
   std::byte* slot(uint32_t i) const;
   void set(uint32_t i, Desc desc);

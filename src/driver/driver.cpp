@@ -1,0 +1,481 @@
+#include "driver/driver.hpp"
+
+#include <fcntl.h>
+#include <sched.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+
+#include <spdlog/spdlog.h>
+
+#include <cstring>
+#include <memory>
+#include <vector>
+
+#include "common/clock.hpp"
+#include "common/fd.hpp"
+#include "common/stats.hpp"
+#include "driver/nic.hpp"
+#include "protocol/protocol.hpp"
+#include "ring/ring.hpp"
+#include "sandbox/sandbox.hpp"
+
+namespace ng::driver {
+namespace {
+
+namespace proto = ng::protocol;
+
+constexpr unsigned kBatch = 32;
+constexpr uint32_t kRxBufSize = 65536 + 256;
+constexpr uint32_t kMinFrame = kVnetHdrLen + 14;
+constexpr uint64_t kControlPollNs = 1'000'000;
+
+enum Tag : uint32_t { tag_nic = 1, tag_listen = 2, tag_sock = 3, tag_kick = 4 };
+
+uint64_t tag(Tag t, uint32_t id) { return uint64_t{t} << 32 | id; }
+
+struct Connection {
+  enum class State { awaiting_hello, awaiting_setup, ready };
+  uint32_t id = 0;
+  UniqueFd sock;
+  State state = State::awaiting_hello;
+  std::string app;
+  Mac mac{};
+  proto::Role role = proto::Role::spare;
+  Mapping region;
+  UniqueFd kick_driver;  // frontend writes, we wait on it
+  UniqueFd kick_front;   // we write, frontend waits on it
+  ring::RegionHeader* header = nullptr;
+  ring::Producer rx;
+  ring::Consumer tx;
+  stats::DriverConnection* stats = nullptr;
+  uint32_t rx_pending = 0;  // frames copied into rx slots, not yet published
+  uint32_t rx_free = 0;
+
+  bool active() const { return state == State::ready && role == proto::Role::active; }
+};
+
+void kick(int fd) {
+  uint64_t one = 1;
+  [[maybe_unused]] auto r = ::write(fd, &one, sizeof(one));
+}
+
+void drain(int fd) {
+  uint64_t v;
+  [[maybe_unused]] auto r = ::read(fd, &v, sizeof(v));
+}
+
+class Driver {
+ public:
+  Driver(const DriverOptions& o, std::unique_ptr<Nic> nic, UniqueFd listen, UniqueFd epoll,
+         stats::DriverStatsFile stats)
+      : opt_(o),
+        nic_(std::move(nic)),
+        listen_(std::move(listen)),
+        epoll_(std::move(epoll)),
+        stats_(std::move(stats)),
+        rx_bufs_(size_t{kBatch} * kRxBufSize) {
+    for (unsigned i = 0; i < kBatch; ++i) {
+      rx_iov_[i] = {rx_bufs_.data() + size_t{i} * kRxBufSize, kRxBufSize};
+    }
+  }
+
+  int run() {
+    uint64_t idle_since = 0;
+    uint64_t last_control = 0;
+    for (;;) {
+      beat();
+      unsigned work = poll_nic() + poll_tx();
+      uint64_t now = mono_ns();
+      if (now - last_control > kControlPollNs) {
+        last_control = now;
+        if (!handle_events(0)) return 1;
+      }
+      if (work != 0) {
+        idle_since = 0;
+        continue;
+      }
+      if (idle_since == 0) idle_since = now;
+      if (now - idle_since < uint64_t{opt_.spin_us} * 1000) {
+        // On a small host the peer we wait for may need this very core.
+        ::sched_yield();
+        continue;
+      }
+      if (!sleep()) return 1;
+      idle_since = 0;
+    }
+  }
+
+ private:
+  void beat() {
+    uint64_t hb = ++heartbeat_;
+    stats_->heartbeat.store(hb, std::memory_order_relaxed);
+    for (auto& c : conns_) {
+      if (c && c->header) c->header->heartbeat.value.store(hb, std::memory_order_relaxed);
+    }
+  }
+
+  // Blocks until a kick, a frame, a control message or the heartbeat period.
+  bool sleep() {
+    for (auto& c : conns_) {
+      if (c && c->active()) ring::prepare_sleep(c->header->driver_sleeping);
+    }
+    bool pending = false;
+    for (auto& c : conns_) {
+      if (c && c->active()) {
+        auto a = c->tx.available();
+        pending = pending || !a || *a != 0;
+      }
+    }
+    int timeout_ms = static_cast<int>((opt_.heartbeat_us + 999) / 1000);
+    bool ok = handle_events(pending ? 0 : timeout_ms);
+    for (auto& c : conns_) {
+      if (c && c->header) ring::cancel_sleep(c->header->driver_sleeping);
+    }
+    return ok;
+  }
+
+  bool handle_events(int timeout_ms) {
+    epoll_event ev[32];
+    int n = ::epoll_wait(epoll_.get(), ev, 32, timeout_ms);
+    if (n < 0 && errno != EINTR) {
+      spdlog::error("driver {}: epoll_wait: {}", opt_.name, std::strerror(errno));
+      return false;
+    }
+    for (int i = 0; i < n; ++i) {
+      auto t = static_cast<Tag>(ev[i].data.u64 >> 32);
+      auto id = static_cast<uint32_t>(ev[i].data.u64);
+      if (t == tag_listen) accept_all();
+      if (t == tag_kick && id < conns_.size() && conns_[id]) drain(conns_[id]->kick_driver.get());
+      if (t == tag_sock && id < conns_.size() && conns_[id]) on_socket(*conns_[id], ev[i].events);
+    }
+    return true;
+  }
+
+  void accept_all() {
+    for (;;) {
+      UniqueFd s(::accept4(listen_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
+      if (!s) return;
+      uint32_t id = free_slot();
+      if (id >= stats::kMaxConnections) {
+        proto::send_message(s.get(), proto::Refuse{1, "driver domain serves too many frontends"});
+        continue;
+      }
+      auto c = std::make_unique<Connection>();
+      c->id = id;
+      c->sock = std::move(s);
+      epoll_event ev{EPOLLIN | EPOLLRDHUP, {.u64 = tag(tag_sock, id)}};
+      ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, c->sock.get(), &ev);
+      conns_[id] = std::move(c);
+    }
+  }
+
+  uint32_t free_slot() {
+    if (conns_.size() < stats::kMaxConnections) conns_.resize(stats::kMaxConnections);
+    for (uint32_t i = 0; i < conns_.size(); ++i) {
+      if (!conns_[i]) return i;
+    }
+    return stats::kMaxConnections;
+  }
+
+  void on_socket(Connection& c, uint32_t events) {
+    if (events & EPOLLIN) {
+      auto msg = proto::recv_message(c.sock.get(), 0);
+      if (!msg) return drop(c, msg.error().message);
+      if (auto s = on_message(c, *msg); !s) {
+        proto::send_message(c.sock.get(), proto::Refuse{2, s.error().message});
+        return drop(c, s.error().message);
+      }
+      return;
+    }
+    if (events & (EPOLLHUP | EPOLLRDHUP | EPOLLERR)) drop(c, "frontend hung up");
+  }
+
+  Status on_message(Connection& c, proto::Received& in) {
+    if (auto* h = std::get_if<proto::Hello>(&in.message)) return on_hello(c, *h);
+    if (auto* s = std::get_if<proto::Setup>(&in.message)) return on_setup(c, *s, in.fds);
+    if (auto* a = std::get_if<proto::Activate>(&in.message)) {
+      if (c.state != Connection::State::ready) return fail("activate before setup");
+      c.role = a->role;
+      c.stats->role.store(static_cast<uint32_t>(c.role), std::memory_order_relaxed);
+      spdlog::info("driver {}: {} is now {}", opt_.name, c.app, proto::role_name(c.role));
+      return proto::send_message(c.sock.get(), proto::ActivateAck{c.role});
+    }
+    return fail("unexpected {} message", proto::type_name(in.message));
+  }
+
+  Status on_hello(Connection& c, const proto::Hello& h) {
+    if (c.state != Connection::State::awaiting_hello) return fail("hello sent twice");
+    if (h.min_version > proto::kVersion || h.max_version < proto::kVersion) {
+      return fail("frontend speaks versions {}..{}, this driver speaks {}", h.min_version,
+                  h.max_version, proto::kVersion);
+    }
+    c.app = h.app_name;
+    c.state = Connection::State::awaiting_setup;
+    proto::HelloAck ack;
+    ack.features =
+        h.features & (proto::kFeatureHeartbeat | (nic_->vnet_hdr() ? proto::kFeatureVnetHdr : 0));
+    ack.driver_name = opt_.name;
+    ack.nic_mac = nic_->mac();
+    ack.nic_mtu = nic_->mtu();
+    return proto::send_message(c.sock.get(), ack);
+  }
+
+  Status on_setup(Connection& c, const proto::Setup& s, std::vector<UniqueFd>& fds) {
+    if (c.state != Connection::State::awaiting_setup) return fail("setup before hello");
+    if (fds.size() != 3) return fail("setup carries {} descriptors, expected 3", fds.size());
+    auto layout = ring::compute_layout(s.tx_slots, s.rx_slots, s.slot_size);
+    if (!layout) return tl::unexpected(layout.error());
+    if (s.region_size != layout->region_size) return fail("region size disagrees with layout");
+    if (s.mtu > nic_->mtu()) {
+      return fail("app MTU {} exceeds the NIC's MTU {}: raise the NIC's MTU", s.mtu, nic_->mtu());
+    }
+    for (auto& o : conns_) {
+      if (o && o.get() != &c && o->state == Connection::State::ready && o->mac == s.mac) {
+        return fail("MAC {} is already served for {}", format_mac(s.mac), o->app);
+      }
+    }
+    if (auto st = map_region(c, fds[0].get(), *layout); !st) return st;
+    c.kick_driver = std::move(fds[1]);
+    c.kick_front = std::move(fds[2]);
+    c.mac = s.mac;
+    c.role = s.role;
+    c.state = Connection::State::ready;
+    epoll_event ev{EPOLLIN, {.u64 = tag(tag_kick, c.id)}};
+    ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, c.kick_driver.get(), &ev);
+    publish_stats(c);
+    spdlog::info("driver {}: {} connected as {} ({})", opt_.name, c.app, proto::role_name(c.role),
+                 format_mac(c.mac));
+    return proto::send_message(c.sock.get(), proto::SetupAck{c.id});
+  }
+
+  Status map_region(Connection& c, int memfd, const ring::Layout& layout) {
+    // An unsealed region could be shrunk under us and fault the driver.
+    int seals = ::fcntl(memfd, F_GET_SEALS);
+    if (seals < 0 || !(seals & F_SEAL_SHRINK)) return fail("ring region is not sealed");
+    struct stat st {};
+    if (::fstat(memfd, &st) != 0 || static_cast<size_t>(st.st_size) < layout.region_size) {
+      return fail("ring region is smaller than the negotiated layout");
+    }
+    void* p = ::mmap(nullptr, layout.region_size, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+    if (p == MAP_FAILED) return fail_errno("mapping the ring region");
+    c.region = Mapping(p, layout.region_size);
+    auto h = ring::attach_region(p, layout.region_size, layout);
+    if (!h) return tl::unexpected(h.error());
+    c.header = *h;
+    c.rx = ring::Producer(ring::rx_ring(p, layout));
+    c.tx = ring::Consumer(ring::tx_ring(p, layout));
+    return {};
+  }
+
+  void publish_stats(Connection& c) {
+    auto& s = stats_->conns[c.id];
+    s.rx_frames = 0;
+    s.rx_bytes = 0;
+    s.tx_frames = 0;
+    s.tx_bytes = 0;
+    s.rx_drops = 0;
+    s.malformed = 0;
+    stats::set_name(s.app, c.app);
+    std::memcpy(s.mac, c.mac.data(), 6);
+    s.role.store(static_cast<uint32_t>(c.role), std::memory_order_relaxed);
+    s.in_use.store(1, std::memory_order_release);
+    c.stats = &s;
+    stats::add(stats_->connections, 1);
+  }
+
+  void drop(Connection& c, const std::string& why) {
+    spdlog::info("driver {}: dropping connection of {}: {}", opt_.name,
+                 c.app.empty() ? "a frontend" : c.app, why);
+    if (c.stats) {
+      c.stats->in_use.store(0, std::memory_order_release);
+      stats_->connections.store(stats_->connections.load() - 1, std::memory_order_relaxed);
+    }
+    ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, c.sock.get(), nullptr);
+    if (c.kick_driver) ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, c.kick_driver.get(), nullptr);
+    conns_[c.id].reset();
+  }
+
+  unsigned poll_nic() {
+    uint32_t lens[kBatch];
+    auto got = nic_->receive(rx_iov_, lens);
+    if (!got || *got == 0) return 0;
+    for (unsigned i = 0; i < *got; ++i) {
+      if (lens[i] < kMinFrame) continue;
+      stats::add(stats_->nic_rx_frames, 1);
+      stats::add(stats_->nic_rx_bytes, lens[i] - kVnetHdrLen);
+      deliver(static_cast<const std::byte*>(rx_iov_[i].iov_base), lens[i]);
+    }
+    for (auto& c : conns_) {
+      if (!c || c->rx_pending == 0) continue;
+      c->rx.publish(c->rx_pending);
+      c->rx_pending = 0;
+      if (ring::peer_needs_kick(c->header->front_sleeping)) kick(c->kick_front.get());
+    }
+    return *got;
+  }
+
+  void deliver(const std::byte* frame, uint32_t len) {
+    const auto* dst = reinterpret_cast<const uint8_t*>(frame + kVnetHdrLen);
+    bool group = dst[0] & 1;
+    bool claimed = false;
+    for (auto& c : conns_) {
+      if (!c || !c->active()) continue;
+      if (!group && std::memcmp(dst, c->mac.data(), 6) != 0) continue;
+      claimed = true;
+      copy_to(*c, frame, len);
+      if (!group) break;
+    }
+    if (!claimed && !group) stats::add(stats_->rx_unclaimed, 1);
+  }
+
+  void copy_to(Connection& c, const std::byte* frame, uint32_t len) {
+    if (c.rx_pending == c.rx_free) {
+      auto f = c.rx.free_slots();
+      if (!f) return drop(c, f.error().message);
+      c.rx_free = *f;
+    }
+    if (c.rx_pending == c.rx_free || len > c.rx.slot_size()) {
+      stats::add(c.stats->rx_drops, 1);
+      return;
+    }
+    std::memcpy(c.rx.slot(c.rx_pending), frame, len);
+    c.rx.set(c.rx_pending, ring::Desc{0, len});
+    ++c.rx_pending;
+    stats::add(c.stats->rx_frames, 1);
+    stats::add(c.stats->rx_bytes, len - kVnetHdrLen);
+  }
+
+  unsigned poll_tx() {
+    unsigned work = 0;
+    for (auto& c : conns_) {
+      if (c && c->active()) work += poll_tx(*c);
+    }
+    return work;
+  }
+
+  // Sends what one frontend posted; frames it sends with a foreign source MAC
+  // or a malformed descriptor are counted and skipped.
+  unsigned poll_tx(Connection& c) {
+    auto avail = c.tx.available();
+    if (!avail) {
+      drop(c, avail.error().message);
+      return 1;
+    }
+    unsigned n = std::min<unsigned>(*avail, kBatch);
+    if (n == 0) return 0;
+    iovec iov[kBatch];
+    uint32_t ring_pos[kBatch];  // ring entries consumed once iov[j] is sent
+    unsigned count = 0;
+    uint64_t bytes = 0;
+    for (unsigned i = 0; i < n; ++i) {
+      auto f = c.tx.frame(i);
+      if (!f || f->len < kMinFrame ||
+          std::memcmp(f->data + kVnetHdrLen + 6, c.mac.data(), 6) != 0) {
+        stats::add(c.stats->malformed, 1);
+        continue;
+      }
+      iov[count] = {const_cast<std::byte*>(f->data), f->len};
+      ring_pos[count++] = i + 1;
+      bytes += f->len - kVnetHdrLen;
+    }
+    unsigned refused = 0;
+    unsigned sent = 0;
+    if (count > 0) {
+      auto r = nic_->send({iov, count}, &refused);
+      if (!r) spdlog::error("driver {}: {}", opt_.name, r.error().message);
+      sent = r.value_or(0);
+    }
+    unsigned consumed = count == 0 ? n : (sent == count ? n : (sent == 0 ? 0 : ring_pos[sent - 1]));
+    if (consumed == 0) return 0;
+    c.tx.release(consumed);
+    stats::add(c.stats->tx_frames, sent - refused);
+    if (sent == count) stats::add(c.stats->tx_bytes, bytes);
+    stats::add(stats_->nic_tx_frames, sent - refused);
+    stats::add(stats_->nic_tx_errors, refused);
+    if (ring::peer_needs_kick(c.header->front_sleeping)) kick(c.kick_front.get());
+    return consumed;
+  }
+
+  DriverOptions opt_;
+  std::unique_ptr<Nic> nic_;
+  UniqueFd listen_;
+  UniqueFd epoll_;
+  stats::DriverStatsFile stats_;
+  std::vector<std::byte> rx_bufs_;
+  iovec rx_iov_[kBatch]{};
+  std::vector<std::unique_ptr<Connection>> conns_;
+  uint64_t heartbeat_ = 0;
+};
+
+Status enter_netns(const std::string& path) {
+  if (path.empty()) return {};
+  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (!fd) return fail_errno("opening network namespace {}", path);
+  if (::setns(fd.get(), CLONE_NEWNET) != 0) return fail_errno("entering network namespace {}", path);
+  return {};
+}
+
+Result<UniqueFd> listen_on(const std::string& path) {
+  UniqueFd s(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!s) return fail_errno("creating the frontend socket");
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof(addr.sun_path)) return fail("socket path {} is too long", path);
+  std::strcpy(addr.sun_path, path.c_str());
+  ::unlink(path.c_str());
+  if (::bind(s.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    return fail_errno("binding the frontend socket {}", path);
+  }
+  ::chmod(path.c_str(), 0600);
+  if (::listen(s.get(), 64) != 0) return fail_errno("listening on {}", path);
+  return s;
+}
+
+Result<Driver*> setup(const DriverOptions& o, std::unique_ptr<Driver>& out) {
+  if (auto s = enter_netns(o.netns); !s) return tl::unexpected(s.error());
+  auto nic = open_af_packet(o.nic);
+  if (!nic) return tl::unexpected(nic.error());
+  auto listen = listen_on(o.socket);
+  if (!listen) return tl::unexpected(listen.error());
+  auto st = stats::DriverStatsFile::create(o.stats, stats::kDriverMagic);
+  if (!st) return tl::unexpected(st.error());
+  stats::set_name((*st)->name, o.name);
+  stats::set_name((*st)->nic, o.nic);
+  (*st)->pid.store(static_cast<uint64_t>(::getpid()));
+  UniqueFd ep(::epoll_create1(EPOLL_CLOEXEC));
+  if (!ep) return fail_errno("creating epoll");
+  epoll_event ev{EPOLLIN, {.u64 = tag(tag_nic, 0)}};
+  ::epoll_ctl(ep.get(), EPOLL_CTL_ADD, (*nic)->fd(), &ev);
+  ev = {EPOLLIN, {.u64 = tag(tag_listen, 0)}};
+  ::epoll_ctl(ep.get(), EPOLL_CTL_ADD, listen->get(), &ev);
+  out = std::make_unique<Driver>(o, std::move(*nic), std::move(*listen), std::move(ep),
+                                 std::move(*st));
+  return out.get();
+}
+
+}  // namespace
+
+int run_driver(const DriverOptions& o) {
+  std::unique_ptr<Driver> driver;
+  auto d = setup(o, driver);
+  if (!d) {
+    spdlog::error("driver {}: {}", o.name, d.error().message);
+    return 1;
+  }
+  if (o.sandbox) {
+    sandbox::Policy policy;
+    policy.memory_limit_bytes = o.memory_limit_mb << 20;
+    if (auto s = sandbox::apply(policy); !s) {
+      spdlog::error("driver {}: sandbox: {}", o.name, s.error().message);
+      return 1;
+    }
+  }
+  spdlog::info("driver {}: serving NIC {} on {}", o.name, o.nic, o.socket);
+  return (*d)->run();
+}
+
+}  // namespace ng::driver

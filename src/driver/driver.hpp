@@ -1,0 +1,27 @@
+#pragma once
+// The driver domain: owns one NIC inside its own network namespace, serves any
+// number of frontends over shared-memory rings, and moves frames between the
+// NIC and the frontends whose role is active. Received frames are delivered by
+// destination MAC (broadcast and multicast to every active frontend); frames
+// sent for a frontend must carry that frontend's own source MAC.
+#include <cstdint>
+#include <string>
+
+namespace ng::driver {
+
+struct DriverOptions {
+  std::string name;
+  std::string netns;   // path of the namespace holding the NIC; empty: stay put
+  std::string nic;
+  std::string socket;  // Unix SOCK_SEQPACKET path frontends connect to
+  std::string stats;   // counters file
+  uint64_t memory_limit_mb = 256;
+  uint32_t heartbeat_us = 1000;  // longest gap between heartbeats while idle
+  uint32_t spin_us = 30;         // busy-poll this long before sleeping
+  bool sandbox = true;
+};
+
+// Runs until SIGTERM/SIGINT or a fatal NIC error; returns the exit status.
+int run_driver(const DriverOptions& options);
+
+}  // namespace ng::driver

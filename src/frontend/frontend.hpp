@@ -1,0 +1,40 @@
+#pragma once
+// The frontend: owns the app domain's TAP device and the shared-memory rings
+// to every driver domain serving it. It carries frames between the TAP and the
+// active driver domain's rings, keeps the other connected as a warm spare,
+// and is the part that must survive: it validates everything a driver domain
+// writes, and switches to the spare on its own the moment the active one
+// hangs up or breaks the protocol.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "common/addr.hpp"
+
+namespace ng::frontend {
+
+struct BackendAddress {
+  std::string name;
+  std::string socket;
+};
+
+struct FrontendOptions {
+  std::string name;
+  std::string netns;  // path of the app domain's namespace; empty: stay put
+  std::string tap = "eth0";
+  Mac mac{};
+  uint32_t mtu = 1500;
+  std::vector<Cidr> addresses;
+  std::vector<BackendAddress> backends;  // preference order; the first is active when up
+  std::string stats;
+  uint32_t tx_slots = 256;
+  uint32_t rx_slots = 256;
+  uint32_t slot_size = 65600;
+  uint32_t spin_us = 30;
+  uint32_t reconnect_ms = 20;
+};
+
+// Runs until SIGTERM/SIGINT; returns the exit status.
+int run_frontend(const FrontendOptions& options);
+
+}  // namespace ng::frontend

@@ -1,0 +1,56 @@
+#pragma once
+// QoS probe: a constant-rate UDP stream with sequence numbers and send
+// timestamps, echoed back by the far end. What an application would feel
+// across a driver failure is the longest gap between consecutive echoes.
+#include <cstdint>
+#include <span>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "common/error.hpp"
+
+namespace ng::probe {
+
+struct Arrival {
+  uint32_t seq;      // as carried on the wire (wraps)
+  uint64_t sent_ns;  // sender's monotonic clock at send
+  uint64_t recv_ns;  // sender's monotonic clock when the echo came back
+};
+
+struct UdpReport {
+  uint64_t sent = 0;
+  uint64_t received = 0;  // distinct sequence numbers echoed
+  uint64_t lost = 0;
+  uint64_t duplicated = 0;
+  uint64_t reordered = 0;
+  double interruption_ms = 0;      // longest gap between consecutive echoes
+  double interruption_at_ms = 0;   // when that gap began, from the stream's start
+  double rtt_us_p50 = 0;
+  double rtt_us_p99 = 0;
+  double rtt_us_max = 0;
+};
+
+// Pure: turns the arrival series (in arrival order) into the report.
+// Sequence numbers are unwrapped, so a stream longer than 2^32 packets works.
+UdpReport analyse(std::span<const Arrival> arrivals, uint64_t sent, uint64_t start_ns);
+nlohmann::json to_json(const UdpReport& r);
+
+struct StreamOptions {
+  std::string address;  // IPv4 or IPv6 of the echo end
+  uint16_t port = 7777;
+  uint32_t pps = 10000;
+  double duration_s = 5;
+};
+
+// Sends the stream and collects echoes until duration + a short drain.
+Result<UdpReport> run_stream(const StreamOptions& o, std::vector<Arrival>* series = nullptr);
+
+// Echoes every datagram back to its sender until duration_s passes.
+Status run_echo(uint16_t port, double duration_s);
+
+// Moves the calling process into /run/netns/NAME (or a path).
+Status enter_netns(const std::string& name_or_path);
+
+}  // namespace ng::probe
