@@ -1,6 +1,102 @@
+// `nicguard bench [--json] [--duration S] [--keep]`.
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <memory>
+
 #include <CLI/CLI.hpp>
+#include <fmt/format.h>
 
+#include "bench/bench.hpp"
 #include "cli/commands.hpp"
+#include "common/fd.hpp"
 
-// Placeholder until the component lands.
-void ng::cli::add_bench_command(CLI::App&, int&) {}
+namespace ng::bench {
+namespace {
+
+struct Args {
+  bool json = false;
+  int duration_s = 5;
+  bool keep = false;
+  bool quiet = false;
+};
+
+// SIGINT/SIGTERM/SIGHUP are blocked and read from a signalfd: every wait in
+// the bench polls it, stops its tools and lets the lab's destructor remove
+// the lab. Children get an empty mask before exec.
+class SignalLatch {
+ public:
+  SignalLatch() {
+    sigset_t set;
+    ::sigemptyset(&set);
+    for (int sig : {SIGINT, SIGTERM, SIGHUP}) ::sigaddset(&set, sig);
+    ::pthread_sigmask(SIG_BLOCK, &set, &old_);
+    fd_.reset(::signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC));
+  }
+  ~SignalLatch() { ::pthread_sigmask(SIG_SETMASK, &old_, nullptr); }
+  SignalLatch(const SignalLatch&) = delete;
+  SignalLatch& operator=(const SignalLatch&) = delete;
+
+  bool fired() {
+    signalfd_siginfo info{};
+    while (fd_ && ::read(fd_.get(), &info, sizeof(info)) == sizeof(info)) fired_ = true;
+    return fired_;
+  }
+
+ private:
+  UniqueFd fd_;
+  sigset_t old_{};
+  bool fired_ = false;
+};
+
+int run_bench(const Args& args) {
+  SignalLatch signals;
+  BenchOptions o;
+  o.duration_s = args.duration_s;
+  o.keep = args.keep;
+  o.interrupted = [&signals] { return signals.fired(); };
+  if (!args.quiet) {
+    o.progress = [](const std::string& line) {
+      fmt::print(stderr, "bench: {}\n", line);
+      std::fflush(stderr);
+    };
+  }
+  Result<BenchResult> result = fail("not run");
+  try {
+    result = run(o);  // unwinding removes the lab, also on an unexpected exception
+  } catch (const std::exception& e) {
+    result = fail("unexpected error: {}", e.what());
+  }
+  if (!result) {
+    fmt::print(stderr, "nicguard bench: {}\n", result.error().message);
+    return signals.fired() ? 130 : 1;
+  }
+  if (args.json) {
+    fmt::print("{}\n", to_json(*result).dump());
+  } else {
+    fmt::print("{}", format_table(*result));
+  }
+  std::fflush(stdout);
+  return 0;
+}
+
+}  // namespace
+}  // namespace ng::bench
+
+void ng::cli::add_bench_command(CLI::App& app, int& exit_code) {
+  auto args = std::make_shared<ng::bench::Args>();
+  auto* sub = app.add_subcommand(
+      "bench",
+      "Measure nicguard against the kernel's own path: builds a lab with a direct host and one "
+      "app domain (warm spare), runs iperf3 and sockperf on both paths interleaved, prints "
+      "both figures and their ratio, and removes the lab.");
+  sub->add_flag("--json", args->json, "Print one JSON object instead of the table");
+  sub->add_option("--duration", args->duration_s, "Seconds per test and path (default 5)")
+      ->check(CLI::Range(1, 3600));
+  sub->add_flag("--keep", args->keep,
+                "Leave the lab running afterwards (remove it with `nicguard lab down`)");
+  sub->add_flag("-q,--quiet", args->quiet, "No progress lines on stderr");
+  sub->callback([args, &exit_code] { exit_code = ng::bench::run_bench(*args); });
+}

@@ -13,5 +13,6 @@ void add_manager_commands(CLI::App& app, int& exit_code);  // src/manager/comman
 void add_lab_command(CLI::App& app, int& exit_code);       // src/lab/command.cpp
 void add_bench_command(CLI::App& app, int& exit_code);     // src/bench/command.cpp
 void add_probe_command(CLI::App& app, int& exit_code);     // src/probe/command.cpp
+void add_demo_command(CLI::App& app, int& exit_code);      // src/cli/demo.cpp
 
 }  // namespace ng::cli

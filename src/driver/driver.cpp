@@ -13,6 +13,8 @@
 
 #include <cstring>
 #include <memory>
+#include <optional>
+#include <utility>
 #include <vector>
 
 #include "common/clock.hpp"
@@ -104,8 +106,10 @@ class Driver {
         ::sched_yield();
         continue;
       }
-      if (!sleep()) return 1;
-      idle_since = 0;
+      auto woke = sleep();
+      if (!woke) return 1;
+      // A timeout means nothing is coming: go back to sleep without spinning.
+      idle_since = *woke ? 0 : now - uint64_t{opt_.spin_us} * 1000;
     }
   }
 
@@ -119,7 +123,7 @@ class Driver {
   }
 
   // Blocks until a kick, a frame, a control message or the heartbeat period.
-  bool sleep() {
+  std::optional<bool> sleep() {
     for (auto& c : conns_) {
       if (c && c->active()) ring::prepare_sleep(c->header->driver_sleeping);
     }
@@ -131,19 +135,20 @@ class Driver {
       }
     }
     int timeout_ms = static_cast<int>((opt_.heartbeat_us + 999) / 1000);
-    bool ok = handle_events(pending ? 0 : timeout_ms);
+    auto ok = handle_events(pending ? 0 : timeout_ms);
     for (auto& c : conns_) {
       if (c && c->header) ring::cancel_sleep(c->header->driver_sleeping);
     }
     return ok;
   }
 
-  bool handle_events(int timeout_ms) {
+  // nullopt on a fatal error, else whether anything woke us.
+  std::optional<bool> handle_events(int timeout_ms) {
     epoll_event ev[32];
     int n = ::epoll_wait(epoll_.get(), ev, 32, timeout_ms);
     if (n < 0 && errno != EINTR) {
       spdlog::error("driver {}: epoll_wait: {}", opt_.name, std::strerror(errno));
-      return false;
+      return std::nullopt;
     }
     for (int i = 0; i < n; ++i) {
       auto t = static_cast<Tag>(ev[i].data.u64 >> 32);
@@ -152,7 +157,7 @@ class Driver {
       if (t == tag_kick && id < conns_.size() && conns_[id]) drain(conns_[id]->kick_driver.get());
       if (t == tag_sock && id < conns_.size() && conns_[id]) on_socket(*conns_[id], ev[i].events);
     }
-    return true;
+    return n > 0;
   }
 
   void accept_all() {
@@ -313,6 +318,7 @@ class Driver {
       if (!c || c->rx_pending == 0) continue;
       c->rx.publish(c->rx_pending);
       c->rx_pending = 0;
+      c->rx_free = 0;  // recomputed from the ring on the next frame
       if (ring::peer_needs_kick(c->header->front_sleeping)) kick(c->kick_front.get());
     }
     return *got;
@@ -334,6 +340,8 @@ class Driver {
 
   void copy_to(Connection& c, const std::byte* frame, uint32_t len) {
     if (c.rx_pending == c.rx_free) {
+      // Publish what this batch filled so the free count below is exact.
+      if (c.rx_pending != 0) c.rx.publish(std::exchange(c.rx_pending, 0u));
       auto f = c.rx.free_slots();
       if (!f) return drop(c, f.error().message);
       c.rx_free = *f;

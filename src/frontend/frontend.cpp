@@ -12,6 +12,7 @@
 
 #include <cstring>
 #include <memory>
+#include <optional>
 
 #include "common/clock.hpp"
 #include "common/fd.hpp"
@@ -120,8 +121,10 @@ class Frontend {
         ::sched_yield();
         continue;
       }
-      if (!sleep(now)) return 1;
-      idle_since = 0;
+      auto woke = sleep(now);
+      if (!woke) return 1;
+      // A timeout means nothing is coming: go back to sleep without spinning.
+      idle_since = *woke ? 0 : now - uint64_t{opt_.spin_us} * 1000;
     }
   }
 
@@ -196,7 +199,7 @@ class Frontend {
 
   // ---- sleeping and events ----------------------------------------------
 
-  bool sleep(uint64_t now) {
+  std::optional<bool> sleep(uint64_t now) {
     Backend* a = active();
     bool tx_room = false;
     if (a != nullptr) {
@@ -210,7 +213,7 @@ class Frontend {
       }
     }
     arm_tap(tx_room);
-    bool ok = handle_events(sleep_ms(now));
+    auto ok = handle_events(sleep_ms(now));
     if (a != nullptr && a->header != nullptr) ring::cancel_sleep(a->header->front_sleeping);
     return ok;
   }
@@ -234,12 +237,13 @@ class Frontend {
     tap_armed_ = want;
   }
 
-  bool handle_events(int timeout_ms) {
+  // nullopt on a fatal error, else whether anything woke us.
+  std::optional<bool> handle_events(int timeout_ms) {
     epoll_event ev[16];
     int n = ::epoll_wait(epoll_.get(), ev, 16, timeout_ms);
     if (n < 0 && errno != EINTR) {
       spdlog::error("frontend {}: epoll_wait: {}", opt_.name, std::strerror(errno));
-      return false;
+      return std::nullopt;
     }
     for (int i = 0; i < n; ++i) {
       auto t = static_cast<Tag>(ev[i].data.u64 >> 32);
@@ -250,7 +254,7 @@ class Frontend {
       if (t == tag_sock && b.sock) on_socket(b, ev[i].events);
     }
     if (n > 0) reconnect_due(mono_ns());
-    return true;
+    return n > 0;
   }
 
   // ---- connection management ---------------------------------------------

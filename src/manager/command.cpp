@@ -1,6 +1,103 @@
+#include <memory>
+#include <string>
+
 #include <CLI/CLI.hpp>
+#include <fmt/format.h>
+#include <spdlog/spdlog.h>
 
 #include "cli/commands.hpp"
+#include "manager/config.hpp"
+#include "manager/control.hpp"
+#include "manager/manager.hpp"
 
-// Placeholder until the component lands.
-void ng::cli::add_manager_commands(CLI::App&, int&) {}
+namespace {
+
+struct ManagerOptions {
+  std::string config;
+  bool check = false;
+};
+
+struct StatusOptions {
+  std::string config;
+  std::string socket;
+  bool json = false;
+  int timeout_ms = 3000;
+};
+
+void add_manager(CLI::App& app, int& exit_code) {
+  auto opts = std::make_shared<ManagerOptions>();
+  auto* sub = app.add_subcommand("manager", "Run the manager in the foreground (namespaces, domains, restarts)");
+  sub->footer(
+      "Sets up the driver and app namespaces, starts and restarts the driver domains and\n"
+      "frontends and serves the control socket. SIGTERM, SIGINT or {\"cmd\":\"shutdown\"} stop\n"
+      "it and undo its changes. Exit status: 0 after a clean stop, 1 when it could not start,\n"
+      "2 for a bad configuration (nothing is touched then).");
+  sub->add_option("-c,--config", opts->config, "configuration file (TOML, see docs/config.md)")
+      ->required();
+  sub->add_flag("--check", opts->check, "only validate the configuration and exit");
+  sub->callback([opts, &exit_code] {
+    spdlog::set_pattern("%Y-%m-%dT%H:%M:%S.%e %^%l%$ %v");
+    exit_code = ng::manager::run_manager(opts->config, opts->check);
+  });
+}
+
+void print_status(const StatusOptions& o, int& exit_code) {
+  std::string socket = o.socket;
+  if (socket.empty()) {
+    auto config = ng::manager::load_config(o.config);
+    if (!config) {
+      fmt::print(stderr, "nicguard status: {}\n", config.error().message);
+      exit_code = 2;
+      return;
+    }
+    socket = config->control_socket;
+  }
+  auto answer = ng::manager::control_request(socket, {{"cmd", "status"}}, o.timeout_ms);
+  if (!answer) {
+    fmt::print(stderr, "nicguard status: {}\n", answer.error().message);
+    exit_code = 1;
+    return;
+  }
+  if (o.json) {
+    fmt::print("{}\n", answer->dump(2));
+    exit_code = 0;
+    return;
+  }
+  try {
+    fmt::print("{}", ng::manager::format_status_table(*answer));
+    exit_code = 0;
+  } catch (const nlohmann::json::exception& e) {
+    fmt::print(stderr, "nicguard status: the manager's answer has an unexpected shape ({}); "
+                       "try --json\n", e.what());
+    exit_code = 1;
+  }
+}
+
+void add_status(CLI::App& app, int& exit_code) {
+  auto opts = std::make_shared<StatusOptions>();
+  auto* sub = app.add_subcommand("status", "Show every domain, its role, NIC, frontends and counters.");
+  auto* c = sub->add_option("-c,--config", opts->config, "the manager's configuration file");
+  auto* s = sub->add_option("-s,--socket", opts->socket, "the manager's control socket");
+  c->excludes(s);
+  sub->add_flag("--json", opts->json, "print the manager's JSON answer");
+  sub->add_option("--timeout-ms", opts->timeout_ms, "how long to wait for the manager")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 600000));
+  sub->callback([opts, &exit_code] {
+    if (opts->config.empty() && opts->socket.empty()) {
+      fmt::print(stderr,
+                 "nicguard status: say which manager: -c FILE (its config) or -s SOCKET "
+                 "(its control socket)\n");
+      exit_code = 2;
+      return;
+    }
+    print_status(*opts, exit_code);
+  });
+}
+
+}  // namespace
+
+void ng::cli::add_manager_commands(CLI::App& app, int& exit_code) {
+  add_manager(app, exit_code);
+  add_status(app, exit_code);
+}

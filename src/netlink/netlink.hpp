@@ -58,6 +58,15 @@ class Session {
   Status delete_link(const std::string& link);
   // Carrier state (IFF_LOWER_UP).
   Result<bool> carrier(const std::string& link);
+  // Administrative state (IFF_UP).
+  Result<bool> is_up(const std::string& link);
+  // Name of the bridge (or other master) the link is enslaved to; "" when none.
+  Result<std::string> master(const std::string& link);
+  // Every IPv4 and IPv6 address on the link, link-local ones included.
+  Result<std::vector<Cidr>> addresses(const std::string& link);
+  // The namespace this session talks to, as error messages name it
+  // ("netns ng-1a2b-sw", "the host namespace").
+  const std::string& where() const;
 
  private:
   struct Impl;

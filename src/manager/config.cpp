@@ -1,0 +1,471 @@
+#include "manager/config.hpp"
+
+#include <sys/socket.h>
+#include <sys/un.h>
+
+#include <algorithm>
+#include <fstream>
+#include <map>
+#include <optional>
+#include <regex>
+#include <sstream>
+
+#include <fmt/ranges.h>
+#include <toml++/toml.h>
+
+#include "ring/ring.hpp"
+
+namespace ng::manager {
+
+const char* policy_name(Policy p) { return p == Policy::restart ? "restart" : "warm-spare"; }
+
+uint32_t Config::max_app_mtu() const {
+  uint32_t m = 0;
+  for (const auto& a : apps) m = std::max(m, a.mtu);
+  return m;
+}
+
+namespace {
+
+constexpr size_t kMaxSocketPath = sizeof(sockaddr_un{}.sun_path) - 1;
+
+std::string describe(const toml::node& n) {
+  switch (n.type()) {
+    case toml::node_type::string: return fmt::format("\"{}\"", n.as_string()->get());
+    case toml::node_type::integer: return std::to_string(n.as_integer()->get());
+    case toml::node_type::floating_point: return fmt::format("{}", n.as_floating_point()->get());
+    case toml::node_type::boolean: return n.as_boolean()->get() ? "true" : "false";
+    case toml::node_type::array: return "an array";
+    case toml::node_type::table: return "a table";
+    default: return "a date/time";
+  }
+}
+
+// Collects every problem; the config is refused once all were found.
+class Errors {
+ public:
+  explicit Errors(std::string_view origin) : origin_(origin) {}
+
+  void at(const toml::node* n, std::string_view path, std::string_view what) {
+    std::string where(origin_);
+    if (n != nullptr && n->source().begin.line > 0) where += fmt::format(":{}", n->source().begin.line);
+    std::string value = n != nullptr ? " = " + describe(*n) : "";
+    list_.push_back(fmt::format("{}: {}{}: {}", where, path, value, what));
+  }
+  bool empty() const { return list_.empty(); }
+  Error error() const {
+    return Error{fmt::format("{} has {} error{}:\n  {}", origin_, list_.size(),
+                             list_.size() == 1 ? "" : "s", fmt::join(list_, "\n  "))};
+  }
+
+ private:
+  std::string origin_;
+  std::vector<std::string> list_;
+};
+
+// Typed access to one table; refuses keys it does not know on construction.
+class TableReader {
+ public:
+  TableReader(const toml::table& t, std::string path, std::vector<std::string_view> allowed,
+              Errors& errors)
+      : t_(t), path_(std::move(path)), errors_(errors) {
+    for (auto&& [key, node] : t_) {
+      if (std::find(allowed.begin(), allowed.end(), key.str()) == allowed.end()) {
+        errors_.at(&node, key_path(key.str()),
+                   fmt::format("unknown key; {} allows: {}", path_.empty() ? "the top level" : path_,
+                               fmt::join(allowed, ", ")));
+      }
+    }
+  }
+
+  std::string key_path(std::string_view key) const {
+    return path_.empty() ? std::string(key) : path_ + "." + std::string(key);
+  }
+  const toml::node* node(std::string_view key) const { return t_.get(key); }
+
+  std::optional<std::string> string(std::string_view key, bool required) {
+    const toml::node* n = present(key, required, "a string");
+    if (n == nullptr) return std::nullopt;
+    if (!n->is_string()) return type_error(n, key, "a string");
+    return n->as_string()->get();
+  }
+
+  std::optional<int64_t> integer(std::string_view key, bool required, int64_t min, int64_t max) {
+    const toml::node* n = present(key, required, "an integer");
+    if (n == nullptr) return std::nullopt;
+    if (!n->is_integer()) return type_error(n, key, "an integer");
+    int64_t v = n->as_integer()->get();
+    if (v < min || v > max) {
+      errors_.at(n, key_path(key), fmt::format("out of range: expected {} to {}", min, max));
+      return std::nullopt;
+    }
+    return v;
+  }
+
+  std::vector<std::pair<const toml::node*, std::string>> strings(std::string_view key) {
+    std::vector<std::pair<const toml::node*, std::string>> out;
+    const toml::node* n = t_.get(key);
+    if (n == nullptr) return out;
+    if (!n->is_array()) {
+      type_error(n, key, "an array of strings");
+      return out;
+    }
+    const auto& arr = *n->as_array();
+    for (size_t i = 0; i < arr.size(); ++i) {
+      std::string p = fmt::format("{}[{}]", key_path(key), i);
+      if (!arr[i].is_string()) {
+        errors_.at(&arr[i], p, "expected a string");
+        continue;
+      }
+      out.emplace_back(&arr[i], arr[i].as_string()->get());
+    }
+    return out;
+  }
+
+ private:
+  const toml::node* present(std::string_view key, bool required, std::string_view type) {
+    const toml::node* n = t_.get(key);
+    if (n == nullptr && required) {
+      errors_.at(nullptr, key_path(key), fmt::format("missing; expected {}", type));
+    }
+    return n;
+  }
+  std::nullopt_t type_error(const toml::node* n, std::string_view key, std::string_view type) {
+    errors_.at(n, key_path(key), fmt::format("wrong type; expected {}", type));
+    return std::nullopt;
+  }
+
+  const toml::table& t_;
+  std::string path_;
+  Errors& errors_;
+};
+
+bool valid_domain_name(const std::string& s) {
+  static const std::regex re("[a-z0-9-]{1,15}");
+  return std::regex_match(s, re);
+}
+
+// Interface names: what the kernel accepts minus characters that make shell
+// and path use awkward.
+bool valid_ifname(const std::string& s) {
+  static const std::regex re("[A-Za-z0-9_.-]{1,15}");
+  return std::regex_match(s, re) && s != "." && s != "..";
+}
+
+// Namespace names become file names under /run/netns.
+bool valid_netns_name(const std::string& s) {
+  static const std::regex re("[A-Za-z0-9_.-]{1,64}");
+  return std::regex_match(s, re) && s != "." && s != "..";
+}
+
+// Remembers first uses of a value so later duplicates can name the first.
+class Unique {
+ public:
+  explicit Unique(std::string what) : what_(std::move(what)) {}
+  void check(Errors& e, const toml::node* n, const std::string& path, const std::string& value) {
+    auto [it, inserted] = seen_.emplace(value, path);
+    if (!inserted) e.at(n, path, fmt::format("duplicate {}: {} already uses it", what_, it->second));
+  }
+
+ private:
+  std::string what_;
+  std::map<std::string, std::string> seen_;
+};
+
+struct Parser {
+  Errors errors;
+  Config config;
+  Unique netns{"network namespace"};
+
+  explicit Parser(std::string_view origin) : errors(origin) { config.origin = origin; }
+
+  void parse_root(const toml::table& root) {
+    TableReader r(root, "", {"manager", "ring", "driver", "app"}, errors);
+    parse_manager(root);
+    parse_ring(root);
+    parse_drivers(root);
+    parse_apps(root);
+    check_policy(root);
+    check_socket_paths(root);
+  }
+
+  const toml::table* table(const toml::table& root, std::string_view key, bool required) {
+    const toml::node* n = root.get(key);
+    if (n == nullptr) {
+      if (required) errors.at(nullptr, key, fmt::format("missing; expected a [{}] table", key));
+      return nullptr;
+    }
+    if (!n->is_table()) {
+      errors.at(n, key, fmt::format("wrong type; expected a [{}] table", key));
+      return nullptr;
+    }
+    return n->as_table();
+  }
+
+  void parse_manager(const toml::table& root) {
+    const toml::table* t = table(root, "manager", true);
+    if (t == nullptr) return;
+    TableReader r(*t, "manager", {"state_dir", "policy", "control_socket"}, errors);
+    if (auto dir = r.string("state_dir", true)) {
+      while (dir->size() > 1 && dir->back() == '/') dir->pop_back();
+      if (dir->empty() || dir->front() != '/' || *dir == "/") {
+        errors.at(r.node("state_dir"), "manager.state_dir",
+                  "expected an absolute directory path other than /, e.g. /run/nicguard/main");
+      }
+      config.state_dir = *dir;
+    }
+    if (auto p = r.string("policy", false)) {
+      if (*p == "warm-spare") {
+        config.policy = Policy::warm_spare;
+      } else if (*p == "restart") {
+        config.policy = Policy::restart;
+      } else {
+        errors.at(r.node("policy"), "manager.policy", "expected \"warm-spare\" or \"restart\"");
+      }
+    }
+    if (auto s = r.string("control_socket", false)) {
+      if (s->empty() || s->front() != '/') {
+        errors.at(r.node("control_socket"), "manager.control_socket", "expected an absolute path");
+      }
+      config.control_socket = *s;
+    } else if (!config.state_dir.empty()) {
+      config.control_socket = config.path("control.sock");
+    }
+  }
+
+  void parse_ring(const toml::table& root) {
+    const toml::table* t = table(root, "ring", false);
+    if (t == nullptr) return;
+    TableReader r(*t, "ring", {"tx_slots", "rx_slots", "slot_size"}, errors);
+    auto& ring = config.ring;
+    auto read = [&](std::string_view key, uint32_t& field) {
+      if (auto v = r.integer(key, false, 0, UINT32_MAX)) field = static_cast<uint32_t>(*v);
+    };
+    read("tx_slots", ring.tx_slots);
+    read("rx_slots", ring.rx_slots);
+    read("slot_size", ring.slot_size);
+    if (auto l = ring::compute_layout(ring.tx_slots, ring.rx_slots, ring.slot_size); !l) {
+      errors.at(t, "ring", l.error().message);
+    }
+  }
+
+  // Array of tables; a single [driver] table is the usual mistake.
+  const toml::array* table_array(const toml::table& root, std::string_view key) {
+    const toml::node* n = root.get(key);
+    if (n == nullptr) return nullptr;
+    const toml::array* a = n->as_array();
+    if (a == nullptr || !a->is_array_of_tables()) {
+      errors.at(n, key, fmt::format("wrong type; expected one [[{}]] table per entry", key));
+      return nullptr;
+    }
+    return a;
+  }
+
+  void parse_drivers(const toml::table& root) {
+    const toml::array* arr = table_array(root, "driver");
+    if (arr == nullptr) {
+      if (root.get("driver") == nullptr) {
+        errors.at(nullptr, "driver", "missing; expected at least one [[driver]] table");
+      }
+      return;
+    }
+    Unique names("driver name"), nics("NIC");
+    for (size_t i = 0; i < arr->size(); ++i) {
+      std::string path = fmt::format("driver[{}]", i);
+      TableReader r(*(*arr)[i].as_table(), path, {"name", "nic", "netns", "memory_limit_mb"},
+                    errors);
+      DriverConfig d;
+      if (auto name = r.string("name", true)) {
+        d.name = *name;
+        check_name(r, "name", d.name);
+        names.check(errors, r.node("name"), r.key_path("name"), d.name);
+      }
+      if (auto nic = r.string("nic", true)) {
+        d.nic = *nic;
+        if (!valid_ifname(d.nic)) {
+          errors.at(r.node("nic"), r.key_path("nic"),
+                    "expected an interface name: 1 to 15 of [A-Za-z0-9_.-]");
+        }
+        nics.check(errors, r.node("nic"), r.key_path("nic"), d.nic);
+      }
+      d.netns = r.string("netns", false).value_or("ng-drv-" + d.name);
+      check_netns(r, d.netns);
+      if (auto m = r.integer("memory_limit_mb", false, 32, 1 << 20)) {
+        d.memory_limit_mb = static_cast<uint32_t>(*m);
+      }
+      config.drivers.push_back(std::move(d));
+    }
+  }
+
+  void parse_apps(const toml::table& root) {
+    const toml::array* arr = table_array(root, "app");
+    if (arr == nullptr) return;
+    Unique names("app name"), macs("MAC address"), addrs("address");
+    for (size_t i = 0; i < arr->size(); ++i) {
+      std::string path = fmt::format("app[{}]", i);
+      TableReader r(*(*arr)[i].as_table(), path, {"name", "netns", "mac", "ipv4", "ipv6", "mtu"},
+                    errors);
+      AppConfig a;
+      if (auto name = r.string("name", true)) {
+        a.name = *name;
+        check_name(r, "name", a.name);
+        names.check(errors, r.node("name"), r.key_path("name"), a.name);
+      }
+      a.netns = r.string("netns", false).value_or("ng-app-" + a.name);
+      check_netns(r, a.netns);
+      if (auto mac = r.string("mac", true)) {
+        if (auto m = parse_mac(*mac)) {
+          a.mac = *m;
+          macs.check(errors, r.node("mac"), r.key_path("mac"), format_mac(*m));
+        } else {
+          errors.at(r.node("mac"), r.key_path("mac"), m.error().message);
+        }
+      }
+      if (auto mtu = r.integer("mtu", false, 68, 9000)) a.mtu = static_cast<uint32_t>(*mtu);
+      a.ipv4 = addresses(r, "ipv4", AF_INET, addrs);
+      a.ipv6 = addresses(r, "ipv6", AF_INET6, addrs);
+      if (!a.ipv6.empty() && a.mtu < 1280) {
+        errors.at(r.node("mtu"), r.key_path("mtu"), "IPv6 needs an MTU of at least 1280");
+      }
+      config.apps.push_back(std::move(a));
+    }
+  }
+
+  std::vector<Cidr> addresses(TableReader& r, std::string_view key, int family, Unique& seen) {
+    std::vector<Cidr> out;
+    const char* want = family == AF_INET ? "IPv4" : "IPv6";
+    auto list = r.strings(key);
+    for (size_t i = 0; i < list.size(); ++i) {
+      auto [node, text] = list[i];
+      std::string path = fmt::format("{}[{}]", r.key_path(key), i);
+      auto c = parse_cidr(text);
+      if (!c) {
+        errors.at(node, path, c.error().message);
+      } else if (c->family != family) {
+        errors.at(node, path, fmt::format("not an {0} address: {1} lists {0} address/prefix values",
+                                          want, key));
+      } else {
+        seen.check(errors, node, path, address_text(*c));
+        out.push_back(*c);
+      }
+    }
+    return out;
+  }
+
+  void check_name(TableReader& r, std::string_view key, const std::string& name) {
+    if (!valid_domain_name(name)) {
+      errors.at(r.node(key), r.key_path(key),
+                "expected 1 to 15 characters of lower-case letters, digits and '-'");
+    }
+  }
+
+  void check_netns(TableReader& r, const std::string& name) {
+    const toml::node* n = r.node("netns");
+    if (!valid_netns_name(name)) {
+      errors.at(n, r.key_path("netns"),
+                fmt::format("'{}' is not a namespace name: expected 1 to 64 of [A-Za-z0-9_.-]", name));
+      return;
+    }
+    // A shared namespace would let one domain see another's interfaces.
+    netns.check(errors, n, r.key_path("netns"), name);
+  }
+
+  void check_policy(const toml::table& root) {
+    size_t want = config.policy == Policy::warm_spare ? 2 : 1;
+    if (config.drivers.empty() || config.drivers.size() == want) return;
+    const toml::node* p = nullptr;
+    if (const toml::table* m = root.get_as<toml::table>("manager")) p = m->get("policy");
+    errors.at(p, "manager.policy",
+              fmt::format("policy {} needs exactly {} [[driver]] table{}, the file has {}{}",
+                          policy_name(config.policy), want, want == 1 ? "" : "s",
+                          config.drivers.size(),
+                          p == nullptr ? " (policy defaults to warm-spare)" : ""));
+  }
+
+  void check_socket_paths(const toml::table& root) {
+    if (config.state_dir.empty()) return;
+    std::vector<std::string> paths{config.control_socket};
+    for (const auto& d : config.drivers) paths.push_back(config.driver_socket(d.name));
+    for (const auto& p : paths) {
+      if (p.size() <= kMaxSocketPath) continue;
+      const toml::node* n = nullptr;
+      if (const toml::table* m = root.get_as<toml::table>("manager")) n = m->get("state_dir");
+      errors.at(n, "manager.state_dir",
+                fmt::format("socket path {} is {} bytes; Unix socket paths hold at most {}: "
+                            "choose a shorter state_dir",
+                            p, p.size(), kMaxSocketPath));
+      return;
+    }
+  }
+};
+
+}  // namespace
+
+Result<Config> parse_config(std::string_view text, std::string_view origin) {
+  toml::table root;
+#if TOML_EXCEPTIONS
+  try {
+    root = toml::parse(text, origin);
+  } catch (const toml::parse_error& e) {
+    return fail("{}:{}:{}: not valid TOML: {}", origin, e.source().begin.line,
+                e.source().begin.column, e.description());
+  }
+#else
+  auto parsed = toml::parse(text, origin);
+  if (!parsed) {
+    const auto& e = parsed.error();
+    return fail("{}:{}:{}: not valid TOML: {}", origin, e.source().begin.line,
+                e.source().begin.column, e.description());
+  }
+  root = std::move(parsed).table();
+#endif
+  Parser p(origin);
+  p.parse_root(root);
+  if (!p.errors.empty()) return tl::unexpected(p.errors.error());
+  return std::move(p.config);
+}
+
+Result<Config> load_config(const std::string& path) {
+  std::ifstream in(path);
+  if (!in) return fail_errno("cannot read config file {}", path);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  if (in.bad()) return fail_errno("reading config file {}", path);
+  return parse_config(ss.str(), path);
+}
+
+std::string to_toml(const Config& c) {
+  toml::table root;
+  root.insert("manager", toml::table{{"state_dir", c.state_dir},
+                                     {"policy", policy_name(c.policy)},
+                                     {"control_socket", c.control_socket}});
+  root.insert("ring", toml::table{{"tx_slots", int64_t{c.ring.tx_slots}},
+                                  {"rx_slots", int64_t{c.ring.rx_slots}},
+                                  {"slot_size", int64_t{c.ring.slot_size}}});
+  toml::array drivers;
+  for (const auto& d : c.drivers) {
+    drivers.push_back(toml::table{{"name", d.name},
+                                  {"nic", d.nic},
+                                  {"netns", d.netns},
+                                  {"memory_limit_mb", int64_t{d.memory_limit_mb}}});
+  }
+  root.insert("driver", std::move(drivers));
+  toml::array apps;
+  for (const auto& a : c.apps) {
+    toml::array v4, v6;
+    for (const auto& x : a.ipv4) v4.push_back(x.text);
+    for (const auto& x : a.ipv6) v6.push_back(x.text);
+    apps.push_back(toml::table{{"name", a.name},
+                               {"netns", a.netns},
+                               {"mac", format_mac(a.mac)},
+                               {"ipv4", std::move(v4)},
+                               {"ipv6", std::move(v6)},
+                               {"mtu", int64_t{a.mtu}}});
+  }
+  if (!apps.empty()) root.insert("app", std::move(apps));
+  std::ostringstream out;
+  out << root << "\n";
+  return out.str();
+}
+
+}  // namespace ng::manager

@@ -1,0 +1,64 @@
+#pragma once
+// The manager's configuration (docs/config.md). parse_config() validates the
+// whole file before anything is created or torn down, and reports every
+// problem at once: an operator fixing a config should not have to iterate
+// one error at a time.
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "common/addr.hpp"
+#include "common/error.hpp"
+
+namespace ng::manager {
+
+enum class Policy { warm_spare, restart };
+const char* policy_name(Policy p);
+
+struct RingConfig {
+  uint32_t tx_slots = 256;
+  uint32_t rx_slots = 256;
+  uint32_t slot_size = 65600;
+};
+
+struct DriverConfig {
+  std::string name;
+  std::string nic;
+  std::string netns;  // defaults to "ng-drv-<name>"
+  uint32_t memory_limit_mb = 256;
+};
+
+struct AppConfig {
+  std::string name;
+  std::string netns;  // defaults to "ng-app-<name>"
+  Mac mac{};
+  std::vector<Cidr> ipv4;
+  std::vector<Cidr> ipv6;
+  uint32_t mtu = 1500;
+};
+
+struct Config {
+  std::string origin;     // file name, for messages
+  std::string state_dir;  // absolute, no trailing '/'
+  Policy policy = Policy::warm_spare;
+  std::string control_socket;  // defaults to "<state_dir>/control.sock"
+  RingConfig ring;
+  std::vector<DriverConfig> drivers;  // config order: the first starts as the active one
+  std::vector<AppConfig> apps;
+
+  std::string path(std::string_view file) const { return state_dir + "/" + std::string(file); }
+  std::string driver_socket(const std::string& driver) const {
+    return path("driver-" + driver + ".sock");
+  }
+  uint32_t max_app_mtu() const;
+};
+
+// Every error is one line "ORIGIN:LINE: KEY.PATH = VALUE: what is wrong, what is expected".
+Result<Config> parse_config(std::string_view toml, std::string_view origin);
+Result<Config> load_config(const std::string& path);
+
+// Serialises a validated config back to TOML with every default written out.
+std::string to_toml(const Config& config);
+
+}  // namespace ng::manager

@@ -1,0 +1,270 @@
+#include "manager/control.hpp"
+
+#include <poll.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <spdlog/spdlog.h>
+
+#include "common/clock.hpp"
+
+namespace ng::manager {
+
+namespace {
+
+// Requests are tiny; anything longer is a confused or hostile client.
+constexpr size_t kMaxLine = 64 * 1024;
+constexpr size_t kMaxAnswer = 16 * 1024 * 1024;
+
+const char* kStartHint = "is the manager running? start it with `nicguard manager -c FILE`";
+
+std::string line_of(const nlohmann::json& j) {
+  return j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+}
+
+nlohmann::json refusal(const std::string& why) { return {{"ok", false}, {"error", why}}; }
+
+Result<sockaddr_un> unix_address(const std::string& path) {
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof(addr.sun_path)) {
+    return fail("socket path {} is {} bytes; Unix socket paths hold at most {}", path, path.size(),
+                sizeof(addr.sun_path) - 1);
+  }
+  path.copy(addr.sun_path, path.size());
+  return addr;
+}
+
+}  // namespace
+
+Result<ControlServer> ControlServer::listen(const std::string& path, Handler handler) {
+  auto addr = unix_address(path);
+  if (!addr) return tl::unexpected(addr.error());
+  ControlServer s;
+  s.path_ = path;
+  s.handler_ = std::move(handler);
+  s.epoll_.reset(::epoll_create1(EPOLL_CLOEXEC));
+  if (!s.epoll_) return fail_errno("epoll_create1 for the control socket");
+  s.listen_.reset(::socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
+  if (!s.listen_) return fail_errno("creating the control socket");
+  if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
+    return fail_errno("removing the stale control socket {}", path);
+  }
+  // The socket file must never exist with looser permissions, not even
+  // between bind() and chmod(); the manager is single-threaded here.
+  mode_t old_mask = ::umask(0177);
+  int rc = ::bind(s.listen_.get(), reinterpret_cast<const sockaddr*>(&*addr), sizeof(*addr));
+  ::umask(old_mask);
+  if (rc != 0) return fail_errno("binding the control socket {}", path);
+  if (::listen(s.listen_.get(), 16) != 0) return fail_errno("listening on {}", path);
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.fd = s.listen_.get();
+  if (::epoll_ctl(s.epoll_.get(), EPOLL_CTL_ADD, s.listen_.get(), &ev) != 0) {
+    return fail_errno("epoll_ctl for the control socket");
+  }
+  return s;
+}
+
+void ControlServer::process() {
+  epoll_event events[16];
+  int n = ::epoll_wait(epoll_.get(), events, 16, 0);
+  for (int i = 0; i < n; ++i) {
+    int fd = events[i].data.fd;
+    if (fd == listen_.get()) {
+      accept_all();
+      continue;
+    }
+    auto it = conns_.find(fd);
+    if (it == conns_.end()) continue;
+    serve(it->second, events[i].events);
+    Conn& c = it->second;
+    if (!c.fd || (c.peer_done && c.out.empty())) conns_.erase(it);
+  }
+}
+
+void ControlServer::accept_all() {
+  for (;;) {
+    UniqueFd fd(::accept4(listen_.get(), nullptr, nullptr, SOCK_NONBLOCK | SOCK_CLOEXEC));
+    if (!fd) {
+      if (errno != EAGAIN && errno != EINTR) spdlog::warn("control socket accept: {}", strerror(errno));
+      return;
+    }
+    Conn c;
+    ucred cred{};
+    socklen_t len = sizeof(cred);
+    if (::getsockopt(fd.get(), SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || cred.uid != 0) {
+      spdlog::warn("control socket: refused a client with uid {} (pid {})", cred.uid, cred.pid);
+      c.out = line_of(refusal(fmt::format(
+          "permission denied: the control socket serves only root (uid 0), you are uid {}",
+          cred.uid)));
+      c.peer_done = true;
+    }
+    c.fd = std::move(fd);
+    int key = c.fd.get();
+    auto& stored = conns_.emplace(key, std::move(c)).first->second;
+    flush(stored);
+    if (stored.peer_done && stored.out.empty()) {
+      conns_.erase(key);
+    } else {
+      watch(stored);
+    }
+  }
+}
+
+void ControlServer::serve(Conn& c, uint32_t events) {
+  if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
+    char buf[4096];
+    for (;;) {
+      ssize_t n = ::read(c.fd.get(), buf, sizeof(buf));
+      if (n > 0) {
+        if (!c.peer_done) c.in.append(buf, static_cast<size_t>(n));
+        continue;
+      }
+      if (n == 0 || (errno != EAGAIN && errno != EINTR)) c.peer_done = true;
+      if (n < 0 && errno == EINTR) continue;
+      break;
+    }
+    answer_lines(c);
+  }
+  flush(c);
+  if (c.fd && !(c.peer_done && c.out.empty())) watch(c);
+}
+
+void ControlServer::answer_lines(Conn& c) {
+  size_t start = 0;
+  for (size_t nl; (nl = c.in.find('\n', start)) != std::string::npos; start = nl + 1) {
+    std::string_view line(c.in.data() + start, nl - start);
+    auto req = nlohmann::json::parse(line, nullptr, false);
+    nlohmann::json answer;
+    if (req.is_discarded() || !req.is_object()) {
+      answer = refusal("the request is not a JSON object on one line, e.g. {\"cmd\":\"status\"}");
+    } else {
+      // The handler builds JSON from our own state; a library exception
+      // there must cost one answer, not the manager.
+      try {
+        answer = handler_(req);
+      } catch (const std::exception& e) {
+        answer = refusal(fmt::format("internal error: {}", e.what()));
+      }
+    }
+    c.out += line_of(answer);
+  }
+  c.in.erase(0, start);
+  if (c.in.size() > kMaxLine) {
+    c.out += line_of(refusal("request line too long"));
+    c.in.clear();
+    c.peer_done = true;
+  }
+}
+
+void ControlServer::flush(Conn& c) {
+  while (!c.out.empty()) {
+    ssize_t n = ::send(c.fd.get(), c.out.data(), c.out.size(), MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n > 0) {
+      c.out.erase(0, static_cast<size_t>(n));
+    } else if (n < 0 && errno == EINTR) {
+      continue;
+    } else {
+      if (n < 0 && errno != EAGAIN) {
+        c.out.clear();  // peer gone: nothing left to deliver
+        c.peer_done = true;
+      }
+      return;
+    }
+  }
+}
+
+// Re-arms the connection: readable always, writable only while output waits.
+void ControlServer::watch(Conn& c) {
+  epoll_event ev{};
+  ev.events = (c.peer_done ? 0u : uint32_t{EPOLLIN}) | (c.out.empty() ? 0u : uint32_t{EPOLLOUT});
+  ev.data.fd = c.fd.get();
+  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, c.fd.get(), &ev) != 0 && errno == ENOENT) {
+    ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, c.fd.get(), &ev);
+  }
+}
+
+namespace {
+
+Result<UniqueFd> connect_control(const std::string& path) {
+  auto addr = unix_address(path);
+  if (!addr) return tl::unexpected(addr.error());
+  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
+  if (!fd) return fail_errno("creating a socket");
+  if (::connect(fd.get(), reinterpret_cast<const sockaddr*>(&*addr), sizeof(*addr)) == 0) {
+    return fd;
+  }
+  switch (errno) {
+    case ENOENT:
+      return fail("no control socket at {}: {}", path, kStartHint);
+    case ECONNREFUSED:
+      return fail("nothing listens on {} (left behind by a manager that stopped): {}", path,
+                  kStartHint);
+    case EACCES:
+    case EPERM:
+      return fail("permission denied on {}: the control socket is root's, run as root", path);
+    default:
+      return fail_errno("connecting to the manager at {}", path);
+  }
+}
+
+// Waits for fd to become ready for `events` until deadline (mono ns).
+Status wait_ready(int fd, short events, uint64_t deadline, const std::string& path) {
+  for (;;) {
+    uint64_t now = mono_ns();
+    if (now >= deadline) return fail("the manager at {} did not answer in time", path);
+    pollfd p{fd, events, 0};
+    int rc = ::poll(&p, 1, static_cast<int>((deadline - now + 999'999) / 1'000'000));
+    if (rc > 0) return {};
+    if (rc < 0 && errno != EINTR) return fail_errno("waiting for the manager at {}", path);
+  }
+}
+
+}  // namespace
+
+Result<nlohmann::json> control_request(const std::string& socket_path,
+                                       const nlohmann::json& request, int timeout_ms) {
+  auto fd = connect_control(socket_path);
+  if (!fd) return tl::unexpected(fd.error());
+  uint64_t deadline = mono_ns() + static_cast<uint64_t>(std::max(timeout_ms, 1)) * 1'000'000;
+  std::string out = line_of(request);
+  for (size_t sent = 0; sent < out.size();) {
+    if (auto s = wait_ready(fd->get(), POLLOUT, deadline, socket_path); !s) {
+      return tl::unexpected(s.error());
+    }
+    ssize_t n = ::send(fd->get(), out.data() + sent, out.size() - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
+    if (n < 0 && errno != EAGAIN && errno != EINTR) {
+      return fail_errno("sending to the manager at {}", socket_path);
+    }
+    if (n > 0) sent += static_cast<size_t>(n);
+  }
+  std::string in;
+  while (in.find('\n') == std::string::npos) {
+    if (auto s = wait_ready(fd->get(), POLLIN, deadline, socket_path); !s) {
+      return tl::unexpected(s.error());
+    }
+    char buf[8192];
+    ssize_t n = ::recv(fd->get(), buf, sizeof(buf), MSG_DONTWAIT);
+    if (n == 0) return fail("the manager at {} closed the connection without answering", socket_path);
+    if (n < 0 && errno != EAGAIN && errno != EINTR) {
+      return fail_errno("reading the manager's answer from {}", socket_path);
+    }
+    if (n > 0) in.append(buf, static_cast<size_t>(n));
+    if (in.size() > kMaxAnswer) return fail("the manager's answer is implausibly long");
+  }
+  auto answer = nlohmann::json::parse(in.substr(0, in.find('\n')), nullptr, false);
+  if (answer.is_discarded() || !answer.is_object()) {
+    return fail("the manager at {} answered something that is not a JSON object", socket_path);
+  }
+  if (answer["ok"] != true) {
+    const auto& why = answer["error"];
+    return fail("the manager refused: {}", why.is_string() ? why.get<std::string>() : why.dump());
+  }
+  return answer;
+}
+
+}  // namespace ng::manager

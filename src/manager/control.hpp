@@ -1,0 +1,63 @@
+#pragma once
+// The manager's control socket: Unix SOCK_STREAM, mode 0600, one JSON object
+// per line each way. Only uid 0 is served (SO_PEERCRED), because the socket
+// can stop every domain on the host.
+//
+// Requests: {"cmd":"status"}, {"cmd":"shutdown"}. Every answer carries
+// "ok": true, or "ok": false with "error" saying what went wrong.
+#include <functional>
+#include <map>
+#include <string>
+
+#include <nlohmann/json.hpp>
+
+#include "common/error.hpp"
+#include "common/fd.hpp"
+
+namespace ng::manager {
+
+class ControlServer {
+ public:
+  using Handler = std::function<nlohmann::json(const nlohmann::json& request)>;
+
+  // Replaces a stale socket file at path (the caller holds the state lock).
+  static Result<ControlServer> listen(const std::string& path, Handler handler);
+
+  // An epoll fd that turns readable whenever a client needs service; the
+  // manager polls it next to its own fds and then calls process().
+  int fd() const { return epoll_.get(); }
+  // Accepts, reads, answers and writes whatever is ready; never blocks.
+  void process();
+  const std::string& path() const { return path_; }
+
+ private:
+  struct Conn {
+    UniqueFd fd;
+    std::string in;
+    std::string out;
+    bool peer_done = false;  // read side closed or refused: close once out is flushed
+  };
+
+  ControlServer() = default;
+  void accept_all();
+  void serve(Conn& c, uint32_t events);
+  void answer_lines(Conn& c);
+  void flush(Conn& c);
+  void watch(Conn& c);
+
+  UniqueFd epoll_;
+  UniqueFd listen_;
+  std::map<int, Conn> conns_;
+  Handler handler_;
+  std::string path_;
+};
+
+// Connects, sends one request line and returns the answer. An answer with
+// "ok": false becomes an error carrying the manager's message.
+Result<nlohmann::json> control_request(const std::string& socket_path,
+                                       const nlohmann::json& request, int timeout_ms);
+
+// The human view of a {"cmd":"status"} answer, for `nicguard status`.
+std::string format_status_table(const nlohmann::json& status);
+
+}  // namespace ng::manager

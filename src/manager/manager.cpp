@@ -1,0 +1,754 @@
+#include "manager/manager.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/epoll.h>
+#include <sys/file.h>
+#include <sys/signalfd.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include <spdlog/spdlog.h>
+
+#include "common/clock.hpp"
+#include "netlink/netlink.hpp"
+
+namespace ng::manager {
+
+namespace {
+
+constexpr uint64_t kSignalKey = 1ULL << 62;
+constexpr uint64_t kControlKey = kSignalKey + 1;
+constexpr uint32_t kFirstBackoffMs = 100;
+constexpr uint32_t kMaxBackoffMs = 5000;
+constexpr uint64_t kStableNs = 10'000'000'000ULL;  // up this long: back-off starts over
+constexpr int kTermGraceMs = 2000;
+constexpr int kKillWaitMs = 1000;
+constexpr uint64_t kSocketWaitNs = 3'000'000'000ULL;
+
+Result<UniqueFd> open_pidfd(pid_t pid) {
+  int fd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+  if (fd < 0) return fail_errno("pidfd_open({})", pid);
+  return UniqueFd(fd);
+}
+
+int pidfd_signal(int pidfd, int sig) {
+  return static_cast<int>(::syscall(SYS_pidfd_send_signal, pidfd, sig, nullptr, 0));
+}
+
+uint64_t wall_coarse_ns() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_REALTIME_COARSE, &ts);
+  return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000ULL + static_cast<uint64_t>(ts.tv_nsec);
+}
+
+std::string iso8601(uint64_t ns) {
+  time_t secs = static_cast<time_t>(ns / 1'000'000'000ULL);
+  tm t{};
+  ::gmtime_r(&secs, &t);
+  return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z", t.tm_year + 1900, t.tm_mon + 1,
+                     t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec, (ns % 1'000'000'000ULL) / 1000);
+}
+
+std::vector<std::string> read_cmdline(pid_t pid) {
+  std::ifstream in(fmt::format("/proc/{}/cmdline", pid), std::ios::binary);
+  std::vector<std::string> out;
+  for (std::string arg; std::getline(in, arg, '\0');) out.push_back(arg);
+  return out;
+}
+
+std::optional<pid_t> read_pid_file(const std::string& path) {
+  std::ifstream in(path);
+  long pid = 0;
+  if (!(in >> pid) || pid <= 0 || pid > INT32_MAX) return std::nullopt;
+  return static_cast<pid_t>(pid);
+}
+
+// Writes via a temporary name so a reader never sees half a file.
+Status write_file(const std::string& path, const std::string& content) {
+  std::string tmp = path + ".tmp";
+  UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
+  if (!fd) return fail_errno("creating {}", tmp);
+  if (::write(fd.get(), content.data(), content.size()) != static_cast<ssize_t>(content.size())) {
+    return fail_errno("writing {}", tmp);
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) return fail_errno("renaming {} to {}", tmp, path);
+  return {};
+}
+
+void remove_file(const std::string& path) {
+  if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
+    spdlog::warn("could not remove {}: {}", path, strerror(errno));
+  }
+}
+
+std::string describe_exit(const siginfo_t& si) {
+  switch (si.si_code) {
+    case CLD_EXITED: return fmt::format("exited with status {}", si.si_status);
+    case CLD_KILLED: return fmt::format("killed by signal {}", si.si_status);
+    case CLD_DUMPED: return fmt::format("killed by signal {} (core dumped)", si.si_status);
+    default: return fmt::format("ended (code {}, status {})", si.si_code, si.si_status);
+  }
+}
+
+// Waits until every pidfd in fds has turned readable (process gone) or the
+// time is up; returns the indices still alive.
+std::vector<size_t> wait_exits(const std::vector<int>& fds, int timeout_ms) {
+  uint64_t deadline = mono_ns() + static_cast<uint64_t>(timeout_ms) * 1'000'000;
+  std::vector<size_t> alive(fds.size());
+  for (size_t i = 0; i < fds.size(); ++i) alive[i] = i;
+  while (!alive.empty()) {
+    std::vector<pollfd> p;
+    for (size_t i : alive) p.push_back({fds[i], POLLIN, 0});
+    uint64_t now = mono_ns();
+    if (now >= deadline) break;
+    int rc = ::poll(p.data(), p.size(), static_cast<int>((deadline - now) / 1'000'000 + 1));
+    if (rc < 0 && errno != EINTR) break;
+    std::vector<size_t> still;
+    for (size_t k = 0; k < p.size(); ++k) {
+      if (!(p[k].revents & POLLIN)) still.push_back(alive[k]);
+    }
+    alive = std::move(still);
+  }
+  return alive;
+}
+
+// The child side of spawn(): only async-signal-safe calls until execv.
+[[noreturn]] void exec_child(int null_fd, int log_fd, char* const* argv, const sigset_t* mask) {
+  ::setsid();
+  ::sigprocmask(SIG_SETMASK, mask, nullptr);
+  ::dup2(null_fd, STDIN_FILENO);
+  ::dup2(log_fd, STDOUT_FILENO);
+  ::dup2(log_fd, STDERR_FILENO);
+  ::close_range(3, ~0U, 0);
+  ::execv("/proc/self/exe", argv);
+  static const char msg[] = "nicguard manager: execv(/proc/self/exe) failed\n";
+  [[maybe_unused]] ssize_t n = ::write(STDERR_FILENO, msg, sizeof(msg) - 1);
+  ::_exit(127);
+}
+
+// How long ago the process started, from /proc/PID/stat (field 22, clock
+// ticks since boot), so an adopted child's uptime survives the manager restart.
+uint64_t process_age_ns(pid_t pid) {
+  std::ifstream in(fmt::format("/proc/{}/stat", pid));
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  auto paren = stat.rfind(')');
+  if (paren == std::string::npos) return 0;
+  std::istringstream fields(stat.substr(paren + 1));
+  std::string f;
+  for (int field = 3; field <= 22; ++field) fields >> f;
+  timespec boot{};
+  ::clock_gettime(CLOCK_BOOTTIME, &boot);
+  uint64_t now = static_cast<uint64_t>(boot.tv_sec) * 1'000'000'000ULL + static_cast<uint64_t>(boot.tv_nsec);
+  uint64_t start = std::strtoull(f.c_str(), nullptr, 10) * 1'000'000'000ULL /
+                   static_cast<uint64_t>(::sysconf(_SC_CLK_TCK));
+  return now > start ? now - start : 0;
+}
+
+bool netns_exists(const std::string& name) {
+  return ::access(netlink::netns_path(name).c_str(), F_OK) == 0;
+}
+
+Result<std::string> self_exe() {
+  std::error_code ec;
+  auto p = std::filesystem::read_symlink("/proc/self/exe", ec);
+  if (ec) return fail("cannot resolve /proc/self/exe: {}", ec.message());
+  return p.string();
+}
+
+}  // namespace
+
+Manager::Manager(Config config) : config_(std::move(config)) {}
+
+Manager::~Manager() = default;
+
+Result<std::unique_ptr<Manager>> Manager::start(Config config) {
+  std::unique_ptr<Manager> m(new Manager(std::move(config)));
+  m->started_mono_ns_ = mono_ns();
+  Status s = m->setup_signals();
+  if (s) s = m->take_state_dir();
+  if (s) s = m->prepare_host();
+  if (s) s = m->start_control();
+  if (s) s = m->setup_children();
+  if (!s) {
+    m->abort_start();
+    return tl::unexpected(s.error());
+  }
+  return m;
+}
+
+// Blocked before anything is touched, so a SIGTERM during setup is served by
+// the orderly shutdown path instead of killing us halfway.
+Status Manager::setup_signals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  sigaddset(&set, SIGHUP);
+  if (::sigprocmask(SIG_BLOCK, &set, &child_mask_) != 0) return fail_errno("sigprocmask");
+  signal_fd_.reset(::signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC));
+  if (!signal_fd_) return fail_errno("signalfd");
+  epoll_.reset(::epoll_create1(EPOLL_CLOEXEC));
+  if (!epoll_) return fail_errno("epoll_create1");
+  return watch_fd(signal_fd_.get(), kSignalKey);
+}
+
+Status Manager::watch_fd(int fd, uint64_t key) {
+  epoll_event ev{};
+  ev.events = EPOLLIN;
+  ev.data.u64 = key;
+  if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, fd, &ev) != 0) return fail_errno("epoll_ctl");
+  return {};
+}
+
+Status Manager::take_state_dir() {
+  const std::string& dir = config_.state_dir;
+  std::error_code ec;
+  std::filesystem::create_directories(std::filesystem::path(dir).parent_path(), ec);
+  if (ec) return fail("cannot create the parent of state_dir {}: {}", dir, ec.message());
+  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) {
+    return fail_errno("cannot create state_dir {}", dir);
+  }
+  struct stat st {};
+  if (::lstat(dir.c_str(), &st) != 0) return fail_errno("state_dir {}", dir);
+  if (!S_ISDIR(st.st_mode)) return fail("state_dir {} exists and is not a directory", dir);
+  if (st.st_uid != ::geteuid()) {
+    return fail("state_dir {} belongs to uid {}, not to us (uid {}): refusing to use it", dir,
+                st.st_uid, ::geteuid());
+  }
+  if (::chmod(dir.c_str(), 0700) != 0) return fail_errno("chmod 0700 {}", dir);
+
+  std::string pid_path = config_.path("manager.pid");
+  UniqueFd fd(::open(pid_path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0600));
+  if (!fd) return fail_errno("opening {}", pid_path);
+  auto other = read_pid_file(pid_path);
+  auto owned_by_other = [&] {
+    return fail("another manager (pid {}) owns {}: stop it first (kill {}) or give this config "
+                "another state_dir",
+                other.value_or(0), dir, other.value_or(0));
+  };
+  if (::flock(fd.get(), LOCK_EX | LOCK_NB) != 0) {
+    if (errno == EWOULDBLOCK) return owned_by_other();
+    return fail_errno("locking {}", pid_path);
+  }
+  // A manager of an older build might not lock: trust a live pid as well.
+  if (other && *other != ::getpid() && ::kill(*other, 0) == 0) {
+    auto cmd = read_cmdline(*other);
+    if (cmd.size() >= 2 && cmd[1] == "manager") return owned_by_other();
+  }
+  std::string me = fmt::format("{}\n", ::getpid());
+  if (::ftruncate(fd.get(), 0) != 0 || ::pwrite(fd.get(), me.data(), me.size(), 0) < 0) {
+    return fail_errno("writing {}", pid_path);
+  }
+  lock_fd_ = std::move(fd);
+
+  std::string events = config_.path("events.jsonl");
+  events_fd_.reset(::open(events.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
+  if (!events_fd_) return fail_errno("opening {}", events);
+  event("manager-start", nullptr, {{"pid", ::getpid()}, {"config", config_.origin}});
+  return {};
+}
+
+Status Manager::prepare_host() {
+  auto exe = self_exe();
+  if (!exe) return tl::unexpected(exe.error());
+  exe_ = *exe;
+  root_netns_.reset(::open("/proc/self/ns/net", O_RDONLY | O_CLOEXEC));
+  if (!root_netns_) return fail_errno("opening /proc/self/ns/net");
+  load_owned();
+  for (const auto& d : config_.drivers) {
+    if (auto s = setup_driver_netns(d); !s) {
+      return fail("driver {}: {}", d.name, s.error().message);
+    }
+  }
+  for (const auto& a : config_.apps) {
+    if (auto s = setup_app_netns(a); !s) return fail("app {}: {}", a.name, s.error().message);
+  }
+  return {};
+}
+
+Status Manager::setup_driver_netns(const DriverConfig& d) {
+  UniqueFd ns;
+  if (netns_exists(d.netns)) {
+    auto opened = netlink::open_netns(d.netns);
+    if (!opened) return tl::unexpected(opened.error());
+    ns = std::move(*opened);
+  } else {
+    auto created = netlink::create_netns(d.netns);
+    if (!created) return tl::unexpected(created.error());
+    ns = std::move(*created);
+    owned_.created_netns.insert(d.netns);
+    fresh_.created_netns.insert(d.netns);
+    save_owned();
+    spdlog::info("driver {}: created network namespace {}", d.name, d.netns);
+  }
+  auto root = netlink::Session::open();
+  if (!root) return tl::unexpected(root.error());
+  if (root->exists(d.nic)) {
+    if (auto s = root->move_to_netns(d.nic, ns.get()); !s) return s;
+    owned_.moved_nics.insert(d.name);
+    fresh_.moved_nics.insert(d.name);
+    save_owned();
+    spdlog::info("driver {}: moved NIC {} into {}", d.name, d.nic, d.netns);
+  }
+  auto inner = netlink::Session::open(ns.get());
+  if (!inner) return tl::unexpected(inner.error());
+  if (!inner->exists(d.nic)) {
+    return fail("NIC {} is in neither the root namespace nor {}: check `ip link` and the "
+                "driver's nic key",
+                d.nic, d.netns);
+  }
+  auto mtu = inner->mtu(d.nic);
+  if (!mtu) return tl::unexpected(mtu.error());
+  if (*mtu < config_.max_app_mtu()) {
+    if (auto s = inner->set_mtu(d.nic, config_.max_app_mtu()); !s) return s;
+  }
+  // The namespace's own stack must stay silent on the NIC (no DAD, no router
+  // solicitations): only the driver domain's frames may leave it. Without
+  // /proc/sys/net/ipv6 the kernel has no IPv6 at all.
+  if (::access("/proc/sys/net/ipv6", F_OK) == 0) {
+    auto s = netlink::write_sysctl(ns.get(), "net/ipv6/conf/" + d.nic + "/disable_ipv6", "1");
+    if (!s) return s;
+  }
+  return inner->set_up(d.nic);
+}
+
+Status Manager::setup_app_netns(const AppConfig& a) {
+  if (netns_exists(a.netns)) {
+    auto ns = netlink::open_netns(a.netns);
+    return ns ? Status{} : tl::unexpected(ns.error());
+  }
+  auto ns = netlink::create_netns(a.netns);
+  if (!ns) return tl::unexpected(ns.error());
+  spdlog::info("app {}: created network namespace {}", a.name, a.netns);
+  return {};
+}
+
+Status Manager::start_control() {
+  auto server = ControlServer::listen(config_.control_socket,
+                                      [this](const nlohmann::json& r) { return handle_request(r); });
+  if (!server) return tl::unexpected(server.error());
+  control_ = std::move(*server);
+  return watch_fd(control_->fd(), kControlKey);
+}
+
+void Manager::build_children() {
+  const auto& r = config_.ring;
+  for (const auto& d : config_.drivers) {
+    Child c;
+    c.kind = ChildKind::driver;
+    c.name = d.name;
+    c.args = {"driver",   "--name",  d.name,
+              "--netns",  netlink::netns_path(d.netns),
+              "--nic",    d.nic,
+              "--socket", config_.driver_socket(d.name),
+              "--stats",  config_.path("driver-" + d.name + ".stats"),
+              "--memory-limit-mb", std::to_string(d.memory_limit_mb)};
+    children_.push_back(std::move(c));
+  }
+  for (const auto& a : config_.apps) {
+    Child c;
+    c.kind = ChildKind::front;
+    c.name = a.name;
+    c.args = {"front", "--name", a.name, "--netns", netlink::netns_path(a.netns),
+              "--mac", format_mac(a.mac), "--mtu", std::to_string(a.mtu)};
+    for (const auto& x : a.ipv4) c.args.insert(c.args.end(), {"--ipv4", x.text});
+    for (const auto& x : a.ipv6) c.args.insert(c.args.end(), {"--ipv6", x.text});
+    for (const auto& d : config_.drivers) {
+      c.args.insert(c.args.end(), {"--driver", d.name + "=" + config_.driver_socket(d.name)});
+    }
+    c.args.insert(c.args.end(), {"--stats", config_.path("front-" + a.name + ".stats"),
+                                 "--tx-slots", std::to_string(r.tx_slots),
+                                 "--rx-slots", std::to_string(r.rx_slots),
+                                 "--slot-size", std::to_string(r.slot_size)});
+    children_.push_back(std::move(c));
+  }
+}
+
+Status Manager::setup_children() {
+  build_children();
+  for (auto& c : children_) {
+    if (c.kind == ChildKind::front && c.name == config_.apps.front().name) wait_driver_sockets();
+    if (try_adopt(c)) continue;
+    if (auto s = spawn(c); !s) return s;
+  }
+  return {};
+}
+
+// Frontends start on whichever driver answers first; waiting (bounded) for
+// the drivers' sockets makes the configured first driver the active one.
+void Manager::wait_driver_sockets() {
+  uint64_t deadline = mono_ns() + kSocketWaitNs;
+  for (auto& c : children_) {
+    if (c.kind != ChildKind::driver) continue;
+    std::string sock = config_.driver_socket(c.name);
+    while (c.pidfd && ::access(sock.c_str(), F_OK) != 0 && mono_ns() < deadline) {
+      pollfd p{c.pidfd.get(), POLLIN, 0};
+      if (::poll(&p, 1, 10) > 0) break;  // it died; the event loop will restart it
+    }
+    if (c.pidfd && ::access(sock.c_str(), F_OK) != 0) {
+      spdlog::warn("{}: no socket {} yet; starting the frontends anyway", c.domain(), sock);
+    }
+  }
+}
+
+// A previous manager's child is adopted only if it runs exactly the command
+// line this config asks for; one of ours with another command line (the
+// config changed) is stopped so it cannot fight the new one for the NIC.
+bool Manager::try_adopt(Child& c) {
+  std::string pid_path = config_.path(c.domain() + ".pid");
+  auto pid = read_pid_file(pid_path);
+  if (!pid) return false;
+  auto fd = open_pidfd(*pid);
+  if (!fd) return false;
+  auto cmd = read_cmdline(*pid);
+  // The pidfd pins the process: if it is still alive now, cmd was its own.
+  if (pidfd_signal(fd->get(), 0) != 0) return false;
+  bool same = cmd.size() == c.args.size() + 1 && std::equal(c.args.begin(), c.args.end(), cmd.begin() + 1);
+  if (!same) {
+    bool ours = cmd.size() >= 4 && cmd[1] == c.kind_name() && cmd[2] == "--name" && cmd[3] == c.name;
+    if (ours) {
+      spdlog::warn("{}: pid {} runs with another command line; stopping it", c.domain(), *pid);
+      event("replace", &c, {{"pid", *pid}});
+      pidfd_signal(fd->get(), SIGTERM);
+      if (!wait_exits({fd->get()}, kTermGraceMs).empty()) {
+        pidfd_signal(fd->get(), SIGKILL);
+        wait_exits({fd->get()}, kKillWaitMs);
+      }
+    }
+    return false;
+  }
+  c.pid = *pid;
+  c.pidfd = std::move(*fd);
+  c.adopted = true;
+  c.started_mono_ns = mono_ns() - std::min(process_age_ns(c.pid), mono_ns());
+  c.started_wall_coarse_ns = 0;  // its stats file is long in place
+  if (auto s = watch_fd(c.pidfd.get(), static_cast<uint64_t>(&c - children_.data())); !s) {
+    spdlog::error("{}: {}", c.domain(), s.error().message);
+  }
+  spdlog::info("{}: adopted pid {} from a previous manager", c.domain(), c.pid);
+  event("adopt", &c, {{"pid", c.pid}});
+  return true;
+}
+
+Status Manager::spawn(Child& c) {
+  std::vector<std::string> args{exe_};
+  args.insert(args.end(), c.args.begin(), c.args.end());
+  std::vector<char*> argv;
+  for (auto& a : args) argv.push_back(a.data());
+  argv.push_back(nullptr);
+
+  std::string log = config_.path(c.domain() + ".log");
+  UniqueFd log_fd(::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
+  if (!log_fd) return fail_errno("opening {}", log);
+  UniqueFd null_fd(::open("/dev/null", O_RDONLY | O_CLOEXEC));
+  if (!null_fd) return fail_errno("opening /dev/null");
+  std::string banner = fmt::format("--- {} nicguard manager starts {}\n", iso8601(wall_ns()), c.domain());
+  [[maybe_unused]] ssize_t n = ::write(log_fd.get(), banner.data(), banner.size());
+
+  c.started_wall_coarse_ns = wall_coarse_ns();
+  pid_t pid = ::fork();
+  if (pid == 0) exec_child(null_fd.get(), log_fd.get(), argv.data(), &child_mask_);
+  if (pid < 0) return fail_errno("fork for {}", c.domain());
+  // Our child stays a zombie until we reap it, so its pid cannot be reused here.
+  auto fd = open_pidfd(pid);
+  if (!fd) {
+    ::kill(pid, SIGKILL);
+    ::waitpid(pid, nullptr, 0);
+    return tl::unexpected(fd.error());
+  }
+  c.pid = pid;
+  c.pidfd = std::move(*fd);
+  c.adopted = false;
+  c.started_mono_ns = mono_ns();
+  if (auto s = watch_fd(c.pidfd.get(), static_cast<uint64_t>(&c - children_.data())); !s) return s;
+  if (auto s = write_file(config_.path(c.domain() + ".pid"), fmt::format("{}\n", pid)); !s) {
+    spdlog::warn("{}: {}", c.domain(), s.error().message);
+  }
+  spdlog::info("{}: started pid {}", c.domain(), pid);
+  event("start", &c, {{"pid", pid}});
+  return {};
+}
+
+Status Manager::run() {
+  spdlog::info("manager: serving {} (policy {}), control socket {}", config_.origin,
+               policy_name(config_.policy), config_.control_socket);
+  while (!stopping_) {
+    epoll_event events[32];
+    int n = ::epoll_wait(epoll_.get(), events, 32, next_timeout_ms());
+    if (n < 0 && errno != EINTR) return fail_errno("epoll_wait");
+    for (int i = 0; i < n; ++i) {
+      uint64_t key = events[i].data.u64;
+      if (key == kSignalKey) {
+        handle_signal();
+      } else if (key == kControlKey) {
+        control_->process();
+      } else if (key < children_.size() && children_[key].pidfd) {
+        on_child_exit(children_[key]);
+      }
+    }
+    restart_due();
+  }
+  teardown();
+  return {};
+}
+
+void Manager::handle_signal() {
+  signalfd_siginfo si{};
+  while (::read(signal_fd_.get(), &si, sizeof(si)) == sizeof(si)) {
+    if (si.ssi_signo == SIGHUP) {
+      spdlog::info("manager: SIGHUP ignored (config reload is not supported; restart the manager)");
+      continue;
+    }
+    spdlog::info("manager: {} from pid {}: shutting down", strsignal(static_cast<int>(si.ssi_signo)),
+                 si.ssi_pid);
+    stopping_ = true;
+  }
+}
+
+void Manager::on_child_exit(Child& c) {
+  std::string status = "exited (status unknown: adopted from a previous manager)";
+  if (!c.adopted) {
+    siginfo_t si{};
+    if (::waitid(static_cast<idtype_t>(P_PIDFD), static_cast<id_t>(c.pidfd.get()), &si,
+                 WEXITED | WNOHANG) != 0) {
+      status = fmt::format("exited (status unknown: waitid: {})", strerror(errno));
+    } else if (si.si_pid == 0) {
+      return;  // not gone after all
+    } else {
+      status = describe_exit(si);
+    }
+  }
+  pid_t old = c.pid;
+  uint64_t up = mono_ns() - c.started_mono_ns;
+  c.pidfd.reset();
+  c.pid = 0;
+  c.driver_stats.reset();
+  c.front_stats.reset();
+  remove_file(config_.path(c.domain() + ".pid"));
+  event("exit", &c, {{"pid", old}, {"status", status}, {"uptime_ms", up / 1'000'000}});
+  if (stopping_) {
+    spdlog::info("{}: pid {} {}", c.domain(), old, status);
+    return;
+  }
+  c.backoff_ms = (up >= kStableNs || c.backoff_ms == 0) ? kFirstBackoffMs
+                                                        : std::min(c.backoff_ms * 2, kMaxBackoffMs);
+  c.restart_at_ns = mono_ns() + uint64_t{c.backoff_ms} * 1'000'000;
+  spdlog::warn("{}: pid {} {} after {} ms up; restarting in {} ms", c.domain(), old, status,
+               up / 1'000'000, c.backoff_ms);
+}
+
+void Manager::restart_due() {
+  uint64_t now = mono_ns();
+  for (auto& c : children_) {
+    if (c.restart_at_ns == 0 || c.restart_at_ns > now || stopping_) continue;
+    c.restart_at_ns = 0;
+    ++c.restarts;
+    if (auto s = spawn(c); !s) {
+      c.backoff_ms = std::min(c.backoff_ms * 2, kMaxBackoffMs);
+      c.restart_at_ns = now + uint64_t{c.backoff_ms} * 1'000'000;
+      spdlog::error("{}: restart failed: {}; next try in {} ms", c.domain(), s.error().message,
+                    c.backoff_ms);
+      continue;
+    }
+    event("restart", &c, {{"pid", c.pid}, {"restarts", c.restarts}, {"delay_ms", c.backoff_ms}});
+  }
+}
+
+int Manager::next_timeout_ms() const {
+  uint64_t next = UINT64_MAX;
+  for (const auto& c : children_) {
+    if (c.restart_at_ns != 0) next = std::min(next, c.restart_at_ns);
+  }
+  if (next == UINT64_MAX) return -1;
+  uint64_t now = mono_ns();
+  return next <= now ? 0 : static_cast<int>((next - now + 999'999) / 1'000'000);
+}
+
+nlohmann::json Manager::handle_request(const nlohmann::json& request) {
+  auto it = request.find("cmd");
+  std::string cmd = it != request.end() && it->is_string() ? it->get<std::string>() : "";
+  if (cmd == "status") return status_json();
+  if (cmd == "shutdown") {
+    spdlog::info("manager: shutdown requested on the control socket");
+    stopping_ = true;
+    return {{"ok", true}};
+  }
+  return {{"ok", false},
+          {"error", fmt::format("unknown cmd '{}': expected \"status\" or \"shutdown\"", cmd)}};
+}
+
+// Stops the children this run spawned and undoes this run's host changes;
+// what a previous manager left (children, namespaces) stays as it was.
+void Manager::abort_start() {
+  if (!lock_fd_) return;
+  stopping_ = true;
+  stop_children(false);
+  restore_host(fresh_);
+  for (const auto& n : fresh_.created_netns) owned_.created_netns.erase(n);
+  for (const auto& n : fresh_.moved_nics) owned_.moved_nics.erase(n);
+  save_owned();
+  if (control_) remove_file(control_->path());
+  event("manager-stop", nullptr, {{"reason", "start failed"}});
+  remove_file(config_.path("manager.pid"));
+}
+
+void Manager::teardown() {
+  if (torn_down_) return;
+  torn_down_ = true;
+  stopping_ = true;
+  stop_children(true);
+  restore_host(owned_);
+  owned_ = {};
+  remove_state_files();
+  event("manager-stop", nullptr, {{"reason", "shutdown"}});
+  spdlog::info("manager: stopped");
+}
+
+void Manager::stop_children(bool adopted_too) {
+  std::vector<int> fds;
+  std::vector<Child*> running;
+  for (auto& c : children_) {
+    c.restart_at_ns = 0;
+    if (!c.pidfd || (c.adopted && !adopted_too)) continue;
+    pidfd_signal(c.pidfd.get(), SIGTERM);
+    fds.push_back(c.pidfd.get());
+    running.push_back(&c);
+  }
+  auto left = wait_exits(fds, kTermGraceMs);
+  for (size_t i : left) {
+    spdlog::warn("{}: pid {} ignored SIGTERM for {} ms; killing it", running[i]->domain(),
+                 running[i]->pid, kTermGraceMs);
+    pidfd_signal(fds[i], SIGKILL);
+  }
+  if (!left.empty()) wait_exits(fds, kKillWaitMs);
+  for (Child* c : running) {
+    if (c->pidfd) on_child_exit(*c);
+  }
+}
+
+// NICs go back to the root namespace before their namespace is deleted: a
+// deleted namespace would destroy a veth and strand a physical NIC in init_net
+// with whatever state it had.
+void Manager::restore_host(const Owned& what) {
+  for (const auto& d : config_.drivers) {
+    if (!what.moved_nics.count(d.name) || !netns_exists(d.netns)) continue;
+    auto ns = netlink::open_netns(d.netns);
+    if (!ns) {
+      spdlog::warn("driver {}: cannot return NIC {}: {}", d.name, d.nic, ns.error().message);
+      continue;
+    }
+    auto s = netlink::Session::open(ns->get());
+    if (!s) {
+      spdlog::warn("driver {}: cannot return NIC {}: {}", d.name, d.nic, s.error().message);
+      continue;
+    }
+    if (!s->exists(d.nic)) continue;
+    s->set_up(d.nic, false);
+    if (auto m = s->move_to_netns(d.nic, root_netns_.get()); !m) {
+      spdlog::warn("driver {}: cannot return NIC {}: {}", d.name, d.nic, m.error().message);
+    } else {
+      spdlog::info("driver {}: returned NIC {} to the root namespace", d.name, d.nic);
+    }
+  }
+  for (const auto& name : what.created_netns) {
+    if (!netns_exists(name)) continue;
+    if (auto s = netlink::delete_netns(name); !s) {
+      spdlog::warn("cannot delete network namespace {}: {}", name, s.error().message);
+    } else {
+      spdlog::info("deleted network namespace {}", name);
+    }
+  }
+}
+
+void Manager::remove_child_files(const Child& c) {
+  remove_file(config_.path(c.domain() + ".pid"));
+  remove_file(config_.path(c.domain() + ".stats"));
+  if (c.kind == ChildKind::driver) remove_file(config_.driver_socket(c.name));
+}
+
+void Manager::remove_state_files() {
+  for (const auto& c : children_) remove_child_files(c);
+  if (control_) remove_file(control_->path());
+  remove_file(config_.path("owned.json"));
+  remove_file(config_.path("manager.pid"));
+}
+
+void Manager::save_owned() {
+  std::string path = config_.path("owned.json");
+  if (owned_.created_netns.empty() && owned_.moved_nics.empty()) {
+    remove_file(path);
+    return;
+  }
+  nlohmann::json j = {{"created_netns", owned_.created_netns},
+                      {"moved_nics", owned_.moved_nics}};
+  if (auto s = write_file(path, j.dump() + "\n"); !s) spdlog::warn("{}", s.error().message);
+}
+
+// Only entries that still match this config are inherited: a namespace the
+// config no longer names is not ours to delete any more.
+void Manager::load_owned() {
+  std::ifstream in(config_.path("owned.json"));
+  if (!in) return;
+  auto j = nlohmann::json::parse(in, nullptr, false);
+  if (j.is_discarded() || !j.is_object()) return;
+  for (const auto& d : config_.drivers) {
+    auto has = [&](const char* key, const std::string& v) {
+      const auto& list = j.value(key, nlohmann::json::array());
+      return list.is_array() && std::find(list.begin(), list.end(), v) != list.end();
+    };
+    if (has("created_netns", d.netns)) owned_.created_netns.insert(d.netns);
+    if (has("moved_nics", d.name)) owned_.moved_nics.insert(d.name);
+  }
+}
+
+void Manager::event(const std::string& name, const Child* c, nlohmann::json fields) {
+  uint64_t wall = wall_ns();
+  nlohmann::ordered_json j = {{"ts_mono_ns", mono_ns()}, {"ts_wall", iso8601(wall)}, {"event", name}};
+  if (c != nullptr) j["domain"] = c->domain();
+  for (auto& [k, v] : fields.items()) j[k] = v;
+  std::string line = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
+  if (!events_fd_) return;
+  if (::write(events_fd_.get(), line.data(), line.size()) < 0) {
+    spdlog::warn("writing events.jsonl: {}", strerror(errno));
+  }
+}
+
+int run_manager(const std::string& config_path, bool check_only) {
+  auto config = load_config(config_path);
+  if (!config) {
+    fmt::print(stderr, "nicguard manager: {}\n", config.error().message);
+    return 2;
+  }
+  if (check_only) {
+    fmt::print("{}: OK ({} driver{}, {} app{}, policy {})\n", config_path, config->drivers.size(),
+               config->drivers.size() == 1 ? "" : "s", config->apps.size(),
+               config->apps.size() == 1 ? "" : "s", policy_name(config->policy));
+    return 0;
+  }
+  if (::geteuid() != 0) {
+    fmt::print(stderr, "nicguard manager: must run as root (it creates namespaces and moves NICs)\n");
+    return 1;
+  }
+  auto manager = Manager::start(std::move(*config));
+  if (!manager) {
+    spdlog::error("manager: {}", manager.error().message);
+    return 1;
+  }
+  if (auto s = (*manager)->run(); !s) {
+    spdlog::error("manager: {}; children keep running for the next manager to adopt",
+                  s.error().message);
+    return 1;
+  }
+  return 0;
+}
+
+}  // namespace ng::manager

@@ -1,0 +1,129 @@
+#pragma once
+// `nicguard manager`: sets up the driver and app namespaces, spawns one
+// driver domain per [[driver]] and one frontend per [[app]], restarts them
+// when they die, and answers the control socket.
+//
+// Children are deliberately not tied to the manager's life (own session, no
+// PDEATHSIG): the data plane keeps flowing if the manager dies, and the next
+// manager adopts the children it finds in the state directory.
+#include <signal.h>
+#include <sys/types.h>
+
+#include <memory>
+#include <optional>
+#include <set>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "common/error.hpp"
+#include "common/fd.hpp"
+#include "common/stats.hpp"
+#include "manager/config.hpp"
+#include "manager/control.hpp"
+
+namespace ng::manager {
+
+enum class ChildKind { driver, front };
+
+struct Child {
+  ChildKind kind = ChildKind::driver;
+  std::string name;
+  std::vector<std::string> args;  // argv after argv[0]
+  pid_t pid = 0;                  // 0 while down
+  UniqueFd pidfd;
+  bool adopted = false;             // not our child: no exit status to collect
+  uint64_t started_mono_ns = 0;
+  uint64_t started_wall_coarse_ns = 0;  // same clock as file timestamps
+  uint64_t restart_at_ns = 0;           // mono; 0: no restart pending
+  uint32_t backoff_ms = 0;              // delay before the next restart
+  uint32_t restarts = 0;
+  std::optional<stats::DriverStatsFile> driver_stats;  // mapped lazily, dropped on exit
+  std::optional<stats::FrontStatsFile> front_stats;
+
+  const char* kind_name() const { return kind == ChildKind::driver ? "driver" : "front"; }
+  std::string domain() const { return std::string(kind_name()) + "-" + name; }
+};
+
+// What this manager (or a previous one on the same state directory) changed
+// on the host and must undo on shutdown; kept in STATE/owned.json so that a
+// restarted manager inherits the duty.
+struct Owned {
+  std::set<std::string> created_netns;
+  std::set<std::string> moved_nics;  // driver names whose NIC came from the root namespace
+};
+
+class Manager {
+ public:
+  // Takes the state directory, prepares namespaces and NICs, adopts or spawns
+  // the children. On failure everything it did is undone.
+  static Result<std::unique_ptr<Manager>> start(Config config);
+  ~Manager();
+  Manager(const Manager&) = delete;
+  Manager& operator=(const Manager&) = delete;
+
+  // Serves until SIGTERM/SIGINT or a shutdown request, then stops the
+  // children and undoes the host changes. An error return leaves children
+  // running, as a crash would, for the next manager to adopt.
+  Status run();
+
+  nlohmann::json status_json();
+
+ private:
+  explicit Manager(Config config);
+
+  Status take_state_dir();
+  Status setup_signals();
+  Status setup_driver_netns(const DriverConfig& d);
+  Status setup_app_netns(const AppConfig& a);
+  Status setup_children();
+  void wait_driver_sockets();
+  Status start_control();
+
+  void build_children();
+  bool try_adopt(Child& c);
+  Status spawn(Child& c);
+  void on_child_exit(Child& c);
+  void restart_due();
+  int next_timeout_ms() const;
+  Status watch_fd(int fd, uint64_t key);
+  void handle_signal();
+  nlohmann::json handle_request(const nlohmann::json& request);
+
+  Status prepare_host();
+  void abort_start();
+  void teardown();
+  void stop_children(bool adopted_too);
+  void restore_host(const Owned& what);
+  void remove_child_files(const Child& c);
+  void remove_state_files();
+  void save_owned();
+  void load_owned();
+
+  void event(const std::string& name, const Child* c, nlohmann::json fields = {});
+
+  nlohmann::json driver_status(size_t i);
+  nlohmann::json app_status(size_t i);
+
+  Config config_;
+  std::string exe_;  // resolved /proc/self/exe, argv[0] of children
+  UniqueFd lock_fd_;  // manager.pid, flock'ed while we run
+  UniqueFd root_netns_;
+  UniqueFd epoll_;
+  UniqueFd signal_fd_;
+  UniqueFd events_fd_;
+  std::optional<ControlServer> control_;
+  std::vector<Child> children_;  // drivers first, in config order, then fronts
+  Owned owned_;  // everything still to undo, inherited ones included
+  Owned fresh_;  // what this run did: undone alone when start() fails
+  sigset_t child_mask_{};  // the signal mask children get back
+  bool stopping_ = false;
+  bool torn_down_ = false;
+  uint64_t started_mono_ns_ = 0;
+};
+
+// The body of `nicguard manager -c FILE`: returns the process exit status.
+int run_manager(const std::string& config_path, bool check_only);
+
+}  // namespace ng::manager

@@ -1,0 +1,283 @@
+#include "manager/config.hpp"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <string>
+
+using ng::manager::parse_config;
+using ng::manager::Policy;
+using ::testing::HasSubstr;
+
+namespace {
+
+const char* kGood = R"(
+[manager]
+state_dir = "/run/nicguard/test/"
+policy = "warm-spare"
+
+[ring]
+tx_slots = 512
+rx_slots = 128
+slot_size = 4096
+
+[[driver]]
+name = "a"
+nic = "eth1"
+netns = "nicguard-drv-a"
+memory_limit_mb = 128
+
+[[driver]]
+name = "b"
+nic = "eth2"
+
+[[app]]
+name = "web"
+netns = "web"
+mac = "02:00:00:00:01:01"
+ipv4 = ["192.0.2.10/24"]
+ipv6 = ["2001:db8::10/64"]
+mtu = 9000
+
+[[app]]
+name = "db-1"
+mac = "02:00:00:00:01:02"
+)";
+
+std::string errors_of(const std::string& toml) {
+  auto c = parse_config(toml, "test.toml");
+  EXPECT_FALSE(c.has_value()) << "accepted:\n" << toml;
+  return c ? std::string() : c.error().message;
+}
+
+// The good config with one line replaced.
+std::string with(const std::string& from, const std::string& to) {
+  std::string s = kGood;
+  auto pos = s.find(from);
+  EXPECT_NE(pos, std::string::npos) << from;
+  return s.replace(pos, from.size(), to);
+}
+
+}  // namespace
+
+TEST(Config, GoodConfigParsesWithDefaults) {
+  auto c = parse_config(kGood, "test.toml");
+  ASSERT_TRUE(c.has_value()) << c.error().message;
+  EXPECT_EQ(c->state_dir, "/run/nicguard/test");
+  EXPECT_EQ(c->control_socket, "/run/nicguard/test/control.sock");
+  EXPECT_EQ(c->policy, Policy::warm_spare);
+  EXPECT_EQ(c->ring.tx_slots, 512u);
+  EXPECT_EQ(c->ring.rx_slots, 128u);
+  EXPECT_EQ(c->ring.slot_size, 4096u);
+  ASSERT_EQ(c->drivers.size(), 2u);
+  EXPECT_EQ(c->drivers[0].netns, "nicguard-drv-a");
+  EXPECT_EQ(c->drivers[0].memory_limit_mb, 128u);
+  EXPECT_EQ(c->drivers[1].netns, "ng-drv-b");
+  EXPECT_EQ(c->drivers[1].memory_limit_mb, 256u);
+  ASSERT_EQ(c->apps.size(), 2u);
+  EXPECT_EQ(ng::format_mac(c->apps[0].mac), "02:00:00:00:01:01");
+  ASSERT_EQ(c->apps[0].ipv4.size(), 1u);
+  EXPECT_EQ(c->apps[0].ipv4[0].text, "192.0.2.10/24");
+  ASSERT_EQ(c->apps[0].ipv6.size(), 1u);
+  EXPECT_EQ(c->apps[1].netns, "ng-app-db-1");
+  EXPECT_EQ(c->apps[1].mtu, 1500u);
+  EXPECT_EQ(c->max_app_mtu(), 9000u);
+  EXPECT_EQ(c->driver_socket("a"), "/run/nicguard/test/driver-a.sock");
+}
+
+TEST(Config, RoundTripKeepsEveryValue) {
+  auto c = parse_config(kGood, "test.toml");
+  ASSERT_TRUE(c.has_value()) << c.error().message;
+  std::string text = ng::manager::to_toml(*c);
+  auto again = parse_config(text, "roundtrip.toml");
+  ASSERT_TRUE(again.has_value()) << again.error().message << "\n" << text;
+  EXPECT_EQ(ng::manager::to_toml(*again), text);
+  EXPECT_EQ(again->drivers[1].netns, "ng-drv-b");
+  EXPECT_EQ(again->apps[0].ipv6[0].text, "2001:db8::10/64");
+  EXPECT_EQ(again->apps[0].mtu, 9000u);
+  EXPECT_EQ(again->ring.tx_slots, 512u);
+}
+
+TEST(Config, RestartPolicyWithOneDriver) {
+  auto c = parse_config(R"(
+[manager]
+state_dir = "/run/ng"
+policy = "restart"
+[[driver]]
+name = "only"
+nic = "eth1"
+)",
+                        "t.toml");
+  ASSERT_TRUE(c.has_value()) << c.error().message;
+  EXPECT_EQ(c->policy, Policy::restart);
+  EXPECT_TRUE(c->apps.empty());
+}
+
+TEST(Config, MissingKeys) {
+  auto e = errors_of(R"(
+[manager]
+policy = "restart"
+[[driver]]
+name = "a"
+[[app]]
+name = "web"
+)");
+  EXPECT_THAT(e, HasSubstr("manager.state_dir: missing"));
+  EXPECT_THAT(e, HasSubstr("driver[0].nic: missing"));
+  EXPECT_THAT(e, HasSubstr("app[0].mac: missing"));
+  EXPECT_THAT(e, HasSubstr("3 errors"));
+}
+
+TEST(Config, MissingTables) {
+  auto e = errors_of("");
+  EXPECT_THAT(e, HasSubstr("manager: missing"));
+  EXPECT_THAT(e, HasSubstr("driver: missing"));
+}
+
+TEST(Config, BadMac) {
+  auto e = errors_of(with("\"02:00:00:00:01:02\"", "\"01:00:5e:00:00:01\""));
+  EXPECT_THAT(e, HasSubstr("app[1].mac = \"01:00:5e:00:00:01\""));
+  EXPECT_THAT(e, HasSubstr("multicast"));
+  e = errors_of(with("\"02:00:00:00:01:02\"", "\"zz:00:00:00:01:02\""));
+  EXPECT_THAT(e, HasSubstr("app[1].mac"));
+  EXPECT_THAT(e, HasSubstr("test.toml:31"));
+}
+
+TEST(Config, DuplicateMac) {
+  auto e = errors_of(with("\"02:00:00:00:01:02\"", "\"02:00:00:00:01:01\""));
+  EXPECT_THAT(e, HasSubstr("app[1].mac"));
+  EXPECT_THAT(e, HasSubstr("duplicate MAC address: app[0].mac already uses it"));
+}
+
+TEST(Config, BadCidr) {
+  auto e = errors_of(with("\"192.0.2.10/24\"", "\"192.0.2.10\""));
+  EXPECT_THAT(e, HasSubstr("app[0].ipv4[0] = \"192.0.2.10\""));
+  EXPECT_THAT(e, HasSubstr("prefix"));
+  e = errors_of(with("\"192.0.2.10/24\"", "\"192.0.2.10/33\""));
+  EXPECT_THAT(e, HasSubstr("app[0].ipv4[0]"));
+  e = errors_of(with("\"192.0.2.10/24\"", "\"2001:db8::11/64\""));
+  EXPECT_THAT(e, HasSubstr("app[0].ipv4[0] = \"2001:db8::11/64\": not an IPv4 address"));
+  e = errors_of(with("\"2001:db8::10/64\"", "\"10.0.0.1/8\""));
+  EXPECT_THAT(e, HasSubstr("app[0].ipv6[0] = \"10.0.0.1/8\": not an IPv6 address"));
+  e = errors_of(with("ipv4 = [\"192.0.2.10/24\"]", "ipv4 = \"192.0.2.10/24\""));
+  EXPECT_THAT(e, HasSubstr("app[0].ipv4 = \"192.0.2.10/24\": wrong type; expected an array"));
+}
+
+TEST(Config, DuplicateAddress) {
+  auto e = errors_of(
+      with("mac = \"02:00:00:00:01:02\"", "mac = \"02:00:00:00:01:02\"\nipv4 = [\"192.0.2.10/16\"]"));
+  EXPECT_THAT(e, HasSubstr("app[1].ipv4[0]"));
+  EXPECT_THAT(e, HasSubstr("duplicate address: app[0].ipv4[0] already uses it"));
+}
+
+TEST(Config, DuplicateNames) {
+  auto e = errors_of(with("name = \"b\"", "name = \"a\""));
+  EXPECT_THAT(e, HasSubstr("driver[1].name = \"a\": duplicate driver name: driver[0].name"));
+  e = errors_of(with("name = \"db-1\"", "name = \"web\"\nnetns = \"other\""));
+  EXPECT_THAT(e, HasSubstr("app[1].name = \"web\": duplicate app name"));
+  e = errors_of(with("nic = \"eth2\"", "nic = \"eth1\""));
+  EXPECT_THAT(e, HasSubstr("driver[1].nic = \"eth1\": duplicate NIC"));
+}
+
+TEST(Config, DuplicateNetns) {
+  auto e = errors_of(with("netns = \"web\"", "netns = \"nicguard-drv-a\""));
+  EXPECT_THAT(e, HasSubstr("app[0].netns = \"nicguard-drv-a\": duplicate network namespace"));
+}
+
+TEST(Config, BadNames) {
+  auto e = errors_of(with("name = \"web\"", "name = \"Web_Server\""));
+  EXPECT_THAT(e, HasSubstr("app[0].name = \"Web_Server\""));
+  EXPECT_THAT(e, HasSubstr("lower-case"));
+  e = errors_of(with("name = \"web\"", "name = \"a-very-long-name-x\""));
+  EXPECT_THAT(e, HasSubstr("app[0].name"));
+  e = errors_of(with("nic = \"eth1\"", "nic = \"eth/1\""));
+  EXPECT_THAT(e, HasSubstr("driver[0].nic"));
+  e = errors_of(with("netns = \"web\"", "netns = \"../etc\""));
+  EXPECT_THAT(e, HasSubstr("app[0].netns"));
+}
+
+TEST(Config, UnknownKeysAndTables) {
+  auto e = errors_of(with("memory_limit_mb = 128", "memory_limit_mb = 128\nmemory = 1"));
+  EXPECT_THAT(e, HasSubstr("driver[0].memory = 1: unknown key"));
+  EXPECT_THAT(e, HasSubstr("name, nic, netns, memory_limit_mb"));
+  e = errors_of(std::string(kGood) + "\n[extra]\nx = 1\n");
+  EXPECT_THAT(e, HasSubstr("extra = a table: unknown key"));
+  EXPECT_THAT(e, HasSubstr("manager, ring, driver, app"));
+  e = errors_of(with("policy = \"warm-spare\"", "policy = \"warm-spare\"\nstatedir = \"/x\""));
+  EXPECT_THAT(e, HasSubstr("manager.statedir"));
+}
+
+TEST(Config, WrongTypes) {
+  auto e = errors_of(with("mtu = 9000", "mtu = \"9000\""));
+  EXPECT_THAT(e, HasSubstr("app[0].mtu = \"9000\": wrong type; expected an integer"));
+  e = errors_of(with("name = \"a\"", "name = 1"));
+  EXPECT_THAT(e, HasSubstr("driver[0].name = 1: wrong type; expected a string"));
+  e = errors_of(R"(
+[manager]
+state_dir = "/run/ng"
+policy = "restart"
+[driver]
+name = "a"
+nic = "eth1"
+)");
+  EXPECT_THAT(e, HasSubstr("[[driver]]"));
+}
+
+TEST(Config, PolicyNeedsMatchingDriverCount) {
+  auto e = errors_of(with("policy = \"warm-spare\"", "policy = \"restart\""));
+  EXPECT_THAT(e, HasSubstr("manager.policy = \"restart\": policy restart needs exactly 1"));
+  e = errors_of(with("policy = \"warm-spare\"", "policy = \"hot\""));
+  EXPECT_THAT(e, HasSubstr("manager.policy = \"hot\": expected \"warm-spare\" or \"restart\""));
+  e = errors_of(R"(
+[manager]
+state_dir = "/run/ng"
+[[driver]]
+name = "a"
+nic = "eth1"
+)");
+  EXPECT_THAT(e, HasSubstr("policy warm-spare needs exactly 2"));
+  EXPECT_THAT(e, HasSubstr("defaults to warm-spare"));
+}
+
+TEST(Config, RangesAndRings) {
+  auto e = errors_of(with("mtu = 9000", "mtu = 9001"));
+  EXPECT_THAT(e, HasSubstr("app[0].mtu = 9001: out of range: expected 68 to 9000"));
+  e = errors_of(with("mtu = 9000", "mtu = 1000"));
+  EXPECT_THAT(e, HasSubstr("IPv6 needs an MTU of at least 1280"));
+  e = errors_of(with("memory_limit_mb = 128", "memory_limit_mb = 16"));
+  EXPECT_THAT(e, HasSubstr("driver[0].memory_limit_mb = 16: out of range"));
+  e = errors_of(with("tx_slots = 512", "tx_slots = 500"));
+  EXPECT_THAT(e, HasSubstr("ring"));
+  EXPECT_THAT(e, HasSubstr("tx_slots"));
+  e = errors_of(with("slot_size = 4096", "slot_size = 4000"));
+  EXPECT_THAT(e, HasSubstr("slot_size"));
+}
+
+TEST(Config, StateDir) {
+  auto e = errors_of(with("\"/run/nicguard/test/\"", "\"relative/dir\""));
+  EXPECT_THAT(e, HasSubstr("manager.state_dir = \"relative/dir\": expected an absolute"));
+  e = errors_of(with("\"/run/nicguard/test/\"", "\"/" + std::string(100, 'x') + "\""));
+  EXPECT_THAT(e, HasSubstr("Unix socket paths hold at most 107"));
+}
+
+TEST(Config, ReportsAllErrorsAtOnce) {
+  std::string s = with("nic = \"eth2\"", "nic = \"eth1\"");
+  auto pos = s.find("\"02:00:00:00:01:02\"");
+  s.replace(pos, 19, "\"bad\"");
+  auto e = errors_of(s);
+  EXPECT_THAT(e, HasSubstr("2 errors"));
+  EXPECT_THAT(e, HasSubstr("driver[1].nic"));
+  EXPECT_THAT(e, HasSubstr("app[1].mac"));
+}
+
+TEST(Config, NotToml) {
+  auto e = errors_of("[manager\nstate_dir=");
+  EXPECT_THAT(e, HasSubstr("test.toml:1"));
+  EXPECT_THAT(e, HasSubstr("not valid TOML"));
+}
+
+TEST(Config, LoadMissingFile) {
+  auto c = ng::manager::load_config("/nonexistent/nicguard.toml");
+  ASSERT_FALSE(c.has_value());
+  EXPECT_THAT(c.error().message, HasSubstr("/nonexistent/nicguard.toml"));
+}

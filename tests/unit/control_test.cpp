@@ -1,0 +1,192 @@
+#include "manager/control.hpp"
+
+#include <poll.h>
+#include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <optional>
+#include <filesystem>
+#include <thread>
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+using ng::manager::control_request;
+using ng::manager::ControlServer;
+using ::testing::HasSubstr;
+using nlohmann::json;
+
+namespace {
+
+class ControlTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char tmpl[] = "/tmp/ng-control-test-XXXXXX";
+    ASSERT_NE(::mkdtemp(tmpl), nullptr);
+    dir_ = tmpl;
+    path_ = dir_ + "/control.sock";
+  }
+  void TearDown() override { std::filesystem::remove_all(dir_); }
+
+  ControlServer& listen() {
+    auto s = ControlServer::listen(path_, [](const json& req) {
+      if (req.value("cmd", "") == "fail") return json{{"ok", false}, {"error", "as asked"}};
+      return json{{"ok", true}, {"echo", req}};
+    });
+    if (!s) {
+      ADD_FAILURE() << s.error().message;
+      std::abort();
+    }
+    server_ = std::move(s).value();
+    return *server_;
+  }
+
+  // Serves the server on this thread while fn runs on another.
+  template <typename Fn>
+  void serve_while(ControlServer& server, Fn fn) {
+    std::atomic<bool> done{false};
+    std::thread client([&] {
+      fn();
+      done = true;
+    });
+    while (!done) {
+      pollfd p{server.fd(), POLLIN, 0};
+      if (::poll(&p, 1, 10) > 0) server.process();
+    }
+    client.join();
+  }
+
+  std::string dir_;
+  std::string path_;
+  std::optional<ControlServer> server_;
+};
+
+TEST_F(ControlTest, AnswersOneJsonLinePerRequest) {
+  auto& server = listen();
+  struct stat st {};
+  ASSERT_EQ(::stat(path_.c_str(), &st), 0);
+  EXPECT_EQ(st.st_mode & 0777, 0600u);
+  serve_while(server, [&] {
+    auto r = control_request(path_, {{"cmd", "status"}, {"n", 7}}, 2000);
+    ASSERT_TRUE(r.has_value()) << r.error().message;
+    EXPECT_EQ((*r)["echo"]["n"], 7);
+    auto again = control_request(path_, {{"cmd", "status"}}, 2000);
+    EXPECT_TRUE(again.has_value());
+  });
+}
+
+TEST_F(ControlTest, RefusalBecomesAnError) {
+  auto& server = listen();
+  serve_while(server, [&] {
+    auto r = control_request(path_, {{"cmd", "fail"}}, 2000);
+    ASSERT_FALSE(r.has_value());
+    EXPECT_THAT(r.error().message, HasSubstr("as asked"));
+  });
+}
+
+TEST_F(ControlTest, HandlerExceptionCostsOneAnswer) {
+  auto& server = listen();
+  serve_while(server, [&] {
+    auto r = control_request(path_, {{"cmd", 5}}, 2000);  // value("cmd", "") throws
+    ASSERT_FALSE(r.has_value());
+    EXPECT_THAT(r.error().message, HasSubstr("internal error"));
+    EXPECT_TRUE(control_request(path_, {{"cmd", "status"}}, 2000).has_value());
+  });
+}
+
+TEST_F(ControlTest, MissingSocketSaysHowToStartTheManager) {
+  auto r = control_request(path_, {{"cmd", "status"}}, 500);
+  ASSERT_FALSE(r.has_value());
+  EXPECT_THAT(r.error().message, HasSubstr("is the manager running?"));
+  EXPECT_THAT(r.error().message, HasSubstr("nicguard manager -c FILE"));
+}
+
+TEST_F(ControlTest, StaleSocketSaysNothingListens) {
+  listen();
+  server_.reset();  // closed, file left behind
+  auto r = control_request(path_, {{"cmd", "status"}}, 500);
+  ASSERT_FALSE(r.has_value());
+  EXPECT_THAT(r.error().message, HasSubstr("nothing listens"));
+}
+
+TEST_F(ControlTest, NonRootPeerIsRefused) {
+  if (::geteuid() != 0) GTEST_SKIP() << "needs root to switch to another uid";
+  auto& server = listen();
+  // Open the file system path so that only the peer-credential check stands.
+  ASSERT_EQ(::chmod(dir_.c_str(), 0755), 0);
+  ASSERT_EQ(::chmod(path_.c_str(), 0666), 0);
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    if (::setresuid(65534, 65534, 65534) != 0) ::_exit(3);
+    auto r = control_request(path_, {{"cmd", "status"}}, 2000);
+    bool refused = !r && r.error().message.find("serves only root") != std::string::npos;
+    ::_exit(refused ? 0 : 1);
+  }
+  ASSERT_GT(pid, 0);
+  int status = 0;
+  for (int i = 0; i < 300 && ::waitpid(pid, &status, WNOHANG) == 0; ++i) {
+    pollfd p{server.fd(), POLLIN, 0};
+    if (::poll(&p, 1, 10) > 0) server.process();
+  }
+  ASSERT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+}
+
+TEST_F(ControlTest, GarbageLineIsAnsweredNotFatal) {
+  auto& server = listen();
+  serve_while(server, [&] {
+    int fd = ::socket(AF_UNIX, SOCK_STREAM, 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    path_.copy(addr.sun_path, path_.size());
+    ASSERT_EQ(::connect(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)), 0);
+    std::string junk = "not json\n";
+    ASSERT_EQ(::write(fd, junk.data(), junk.size()), static_cast<ssize_t>(junk.size()));
+    char buf[512] = {};
+    ssize_t n = ::read(fd, buf, sizeof(buf) - 1);
+    ::close(fd);
+    ASSERT_GT(n, 0);
+    auto j = json::parse(std::string(buf, static_cast<size_t>(n)));
+    EXPECT_EQ(j["ok"], false);
+    EXPECT_THAT(j["error"].get<std::string>(), HasSubstr("not a JSON object"));
+  });
+}
+
+TEST(StatusTable, ShowsEveryDomainAndCounter) {
+  json status = json::parse(R"({
+    "ok": true, "policy": "warm-spare",
+    "manager": {"pid": 10, "config": "x.toml", "state_dir": "/run/x", "uptime_ms": 5000},
+    "drivers": [
+      {"name": "a", "pid": 11, "role": "active", "state": "running", "nic": "veth-a",
+       "netns": "ng-drv-a", "restarts": 0, "frontends": ["web"],
+       "counters": {"nic_rx_frames": 123456, "nic_rx_bytes": 1, "nic_tx_frames": 2,
+                    "nic_tx_bytes": 3, "nic_tx_errors": 4, "rx_unclaimed": 5},
+       "connections": [{"app": "web", "role": "active", "rx_frames": 6, "rx_bytes": 7,
+                        "tx_frames": 8, "tx_bytes": 9, "rx_drops": 10, "malformed": 11}]},
+      {"name": "b", "pid": null, "role": "down", "state": "restarting", "nic": "veth-b",
+       "netns": "ng-drv-b", "restarts": 3, "frontends": [], "counters": {}, "connections": []}
+    ],
+    "apps": [
+      {"name": "web", "pid": 12, "state": "running", "netns": "web", "mac": "02:00:00:00:01:01",
+       "active_driver": "a", "restarts": 0,
+       "counters": {"tap_rx_frames": 1, "tap_rx_bytes": 2, "tap_tx_frames": 3, "tap_tx_bytes": 4,
+                    "tx_drops": 5, "rx_drops": 6, "malformed": 7, "failovers": 8, "replayed": 9},
+       "backends": [{"name": "a", "state": "active", "tx_frames": 1, "tx_bytes": 2,
+                     "rx_frames": 3, "rx_bytes": 4, "malformed": 0}]}
+    ]})");
+  std::string t = ng::manager::format_status_table(status);
+  EXPECT_THAT(t, HasSubstr("policy warm-spare"));
+  EXPECT_THAT(t, HasSubstr("123456"));
+  EXPECT_THAT(t, HasSubstr("restarting"));
+  EXPECT_THAT(t, HasSubstr("a/web"));
+  EXPECT_THAT(t, HasSubstr("web/a"));
+  EXPECT_THAT(t, HasSubstr("02:00:00:00:01:01"));
+  EXPECT_THAT(t, HasSubstr("FAILOVERS"));
+}
+
+}  // namespace
