@@ -96,7 +96,8 @@ void ng::cli::add_bench_command(CLI::App& app, int& exit_code) {
   sub->add_option("--duration", args->duration_s, "Seconds per test and path (default 5)")
       ->check(CLI::Range(1, 3600));
   sub->add_flag("--keep", args->keep,
-                "Leave the lab running afterwards (remove it with `nicguard lab down`)");
+                "Leave the lab running afterwards, also after a failure, for inspection (remove "
+                "it with `nicguard lab down`); a signal still removes it");
   sub->add_flag("-q,--quiet", args->quiet, "No progress lines on stderr");
   sub->callback([args, &exit_code] { exit_code = ng::bench::run_bench(*args); });
 }

@@ -401,7 +401,12 @@ class Driver {
     if (consumed == 0) return 0;
     c.tx.release(consumed);
     stats::add(c.stats->tx_frames, sent - refused);
-    if (sent == count) stats::add(c.stats->tx_bytes, bytes);
+    if (sent != count) {
+      bytes = 0;
+      for (unsigned j = 0; j < sent; ++j) bytes += iov[j].iov_len - kVnetHdrLen;
+    }
+    stats::add(c.stats->tx_bytes, bytes);
+    stats::add(stats_->nic_tx_bytes, bytes);
     stats::add(stats_->nic_tx_frames, sent - refused);
     stats::add(stats_->nic_tx_errors, refused);
     if (ring::peer_needs_kick(c.header->front_sleeping)) kick(c.kick_front.get());

@@ -50,8 +50,6 @@ constexpr auto kManagerStopWait = 5s;
 constexpr auto kKillWait = 5s;
 constexpr int kLogTailLines = 25;
 
-// ---------------------------------------------------------------- names
-
 std::string random_hex(int digits) {
   std::random_device rd;
   std::string s;
@@ -92,8 +90,6 @@ std::vector<std::string> root_links_matching(const std::function<bool(const std:
   }
   return out;
 }
-
-// ---------------------------------------------------------------- files
 
 Status write_file(const std::string& path, const std::string& content) {
   auto tmp = path + ".tmp";
@@ -153,12 +149,11 @@ std::string log_tails(const std::string& state_dir) {
   return logs.empty() ? fmt::format("\n(no logs in {})\n", state_dir) : out;
 }
 
-// ---------------------------------------------------------------- processes
-
 // glibc 2.36's <sys/pidfd.h> lacks C linkage for C++; the raw syscall is simpler.
 int pidfd_open(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }
 
-// Running (not a zombie).
+// A zombie counts as gone: it holds no namespace any more, and an orphan may
+// never be reaped where PID 1 does not reap (containers).
 bool process_alive(pid_t pid) {
   if (pid <= 0) return false;
   auto stat = read_file(fmt::format("/proc/{}/stat", pid));
@@ -168,30 +163,49 @@ bool process_alive(pid_t pid) {
   return state != 'Z' && state != 'X';
 }
 
+// "nicguard driver" rather than comm, which is "exe" for a process started
+// through /proc/self/exe.
 std::string process_name(pid_t pid) {
-  auto comm = read_file(fmt::format("/proc/{}/comm", pid));
-  while (!comm.empty() && comm.back() == '\n') comm.pop_back();
-  return comm.empty() ? "?" : comm;
+  auto cmdline = read_file(fmt::format("/proc/{}/cmdline", pid));
+  std::vector<std::string> args;
+  for (size_t pos = 0; pos < cmdline.size() && args.size() < 2;) {
+    auto end = cmdline.find('\0', pos);
+    if (end == std::string::npos) end = cmdline.size();
+    args.push_back(cmdline.substr(pos, end - pos));
+    pos = end + 1;
+  }
+  if (args.empty()) return "?";
+  args[0] = fs::path(args[0]).filename().string();
+  return fmt::format("{}", fmt::join(args, " "));
+}
+
+bool is_nicguard(pid_t pid) {
+  std::error_code ec;
+  auto exe = fs::read_symlink(fmt::format("/proc/{}/exe", pid), ec).filename().string();
+  return !ec && exe.starts_with("nicguard");
 }
 
 // Guards against pid reuse: a recorded pid is only killed if it still is a
 // nicguard process or one started for this lab.
 bool belongs_to_lab(pid_t pid, const std::string& sfx) {
-  std::error_code ec;
-  auto exe = fs::read_symlink(fmt::format("/proc/{}/exe", pid), ec).filename().string();
-  if (!ec && exe.starts_with("nicguard")) return true;
+  if (is_nicguard(pid)) return true;
   auto cmdline = read_file(fmt::format("/proc/{}/cmdline", pid));
   return cmdline.find(lab_dir(sfx) + "/") != std::string::npos;
 }
 
-std::vector<pid_t> pids_with_cmdline(const std::string& needle) {
+// nicguard processes started for this lab whose pid nobody recorded (a
+// child the manager started just before it was killed). Other programs that
+// merely mention the lab's files (a `tail -f` of a log) are left alone.
+std::vector<pid_t> unrecorded_lab_processes(const std::string& sfx) {
   std::vector<pid_t> out;
   std::error_code ec;
   for (const auto& e : fs::directory_iterator("/proc", ec)) {
     auto name = e.path().filename().string();
     if (name.empty() || !std::isdigit(static_cast<unsigned char>(name[0]))) continue;
-    if (read_file(e.path().string() + "/cmdline").find(needle) != std::string::npos) {
-      out.push_back(std::stoi(name));
+    auto pid = static_cast<pid_t>(std::stoi(name));
+    if (read_file(e.path().string() + "/cmdline").find(lab_dir(sfx) + "/") != std::string::npos &&
+        is_nicguard(pid)) {
+      out.push_back(pid);
     }
   }
   return out;
@@ -315,7 +329,7 @@ void remove_by_suffix(const std::string& sfx, bool kill_lab_process, Report& rep
     pids.push_back(info->manager_pid);
     if (kill_lab_process) pids.push_back(info->lab_pid);
   }
-  auto started = pids_with_cmdline(dir + "/");
+  auto started = unrecorded_lab_processes(sfx);
   pids.insert(pids.end(), started.begin(), started.end());
   std::erase_if(pids, [&](pid_t p) { return p <= 0 || !belongs_to_lab(p, sfx); });
   remove_namespaces(netns_of(sfx), std::move(pids), rep);
@@ -356,8 +370,6 @@ bool lab_exists(const std::string& sfx) {
          !root_links_matching([&](const std::string& l) { return is_root_link_of(l, sfx); })
               .empty();
 }
-
-// ---------------------------------------------------------------- plan
 
 Status validate(const LabOptions& o) {
   if (o.apps < 1 || o.apps > 64) return fail("--apps {} is out of range: use 1 to 64", o.apps);
@@ -445,8 +457,6 @@ Result<std::string> claim_suffix(const std::string& wanted) {
   return fail("found no free lab suffix after 32 tries; remove old labs with `nicguard lab cleanup`");
 }
 
-// ---------------------------------------------------------------- topology
-
 Status attach_port(netlink::Session& sw, const std::string& port, const std::string& bridge,
                    uint32_t mtu) {
   NG_TRY(sw.set_mtu(port, mtu));
@@ -487,8 +497,6 @@ Status add_driver_nic(const LabInfo& info, const Driver& d, int sw_fd, netlink::
   NG_TRY(root->set_mtu(d.nic, info.mtu));
   return attach_port(sw, d.switch_port, info.bridge, info.mtu);
 }
-
-// ---------------------------------------------------------------- ping
 
 struct Target {
   std::string text;
@@ -558,8 +566,6 @@ void receive_replies(int fd, int family, uint16_t id, std::vector<Target>& targe
 }
 
 }  // namespace
-
-// ---------------------------------------------------------------- public
 
 std::string lab_dir(const std::string& suffix) { return std::string(kRunDir) + "/lab-" + suffix; }
 

@@ -7,6 +7,8 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <optional>
+
 #include <spdlog/spdlog.h>
 
 #include "common/clock.hpp"
@@ -18,6 +20,7 @@ namespace {
 // Requests are tiny; anything longer is a confused or hostile client.
 constexpr size_t kMaxLine = 64 * 1024;
 constexpr size_t kMaxAnswer = 16 * 1024 * 1024;
+constexpr size_t kMaxConns = 64;
 
 const char* kStartHint = "is the manager running? start it with `nicguard manager -c FILE`";
 
@@ -81,8 +84,7 @@ void ControlServer::process() {
     auto it = conns_.find(fd);
     if (it == conns_.end()) continue;
     serve(it->second, events[i].events);
-    Conn& c = it->second;
-    if (!c.fd || (c.peer_done && c.out.empty())) conns_.erase(it);
+    if (finished(it->second)) conns_.erase(it);
   }
 }
 
@@ -93,46 +95,64 @@ void ControlServer::accept_all() {
       if (errno != EAGAIN && errno != EINTR) spdlog::warn("control socket accept: {}", strerror(errno));
       return;
     }
+    if (conns_.size() >= kMaxConns) {
+      spdlog::warn("control socket: {} connections open; dropping a new one", conns_.size());
+      continue;
+    }
     Conn c;
     ucred cred{};
     socklen_t len = sizeof(cred);
     if (::getsockopt(fd.get(), SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || cred.uid != 0) {
       spdlog::warn("control socket: refused a client with uid {} (pid {})", cred.uid, cred.pid);
-      c.out = line_of(refusal(fmt::format(
-          "permission denied: the control socket serves only root (uid 0), you are uid {}",
-          cred.uid)));
-      c.peer_done = true;
+      refuse(c, fmt::format(
+                    "permission denied: the control socket serves only root (uid 0), you are uid {}",
+                    cred.uid));
     }
     c.fd = std::move(fd);
     int key = c.fd.get();
     auto& stored = conns_.emplace(key, std::move(c)).first->second;
-    flush(stored);
-    if (stored.peer_done && stored.out.empty()) {
-      conns_.erase(key);
-    } else {
-      watch(stored);
-    }
+    serve(stored, 0);
+    if (finished(stored)) conns_.erase(key);
   }
+}
+
+// A refused client gets one answer; the rest of what it sends is read and
+// dropped until it hangs up, because closing with unread input would reset
+// the connection and lose the answer.
+void ControlServer::refuse(Conn& c, const std::string& why) {
+  c.out += line_of(refusal(why));
+  c.in.clear();
+  c.refused = true;
 }
 
 void ControlServer::serve(Conn& c, uint32_t events) {
   if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
-    char buf[4096];
-    for (;;) {
-      ssize_t n = ::read(c.fd.get(), buf, sizeof(buf));
-      if (n > 0) {
-        if (!c.peer_done) c.in.append(buf, static_cast<size_t>(n));
-        continue;
-      }
-      if (n == 0 || (errno != EAGAIN && errno != EINTR)) c.peer_done = true;
-      if (n < 0 && errno == EINTR) continue;
-      break;
-    }
-    answer_lines(c);
+    read_input(c);
+    if (!c.refused) answer_lines(c);
   }
   flush(c);
-  if (c.fd && !(c.peer_done && c.out.empty())) watch(c);
+  if (c.refused && c.out.empty() && !c.shut) {
+    ::shutdown(c.fd.get(), SHUT_WR);
+    c.shut = true;
+  }
+  if (!finished(c)) watch(c);
 }
+
+void ControlServer::read_input(Conn& c) {
+  char buf[4096];
+  for (;;) {
+    ssize_t n = ::read(c.fd.get(), buf, sizeof(buf));
+    if (n > 0) {
+      if (!c.refused) c.in.append(buf, static_cast<size_t>(n));
+      continue;
+    }
+    if (n < 0 && errno == EINTR) continue;
+    if (n == 0 || errno != EAGAIN) c.eof = true;
+    return;
+  }
+}
+
+bool ControlServer::finished(const Conn& c) { return c.eof && c.out.empty(); }
 
 void ControlServer::answer_lines(Conn& c) {
   size_t start = 0;
@@ -154,11 +174,7 @@ void ControlServer::answer_lines(Conn& c) {
     c.out += line_of(answer);
   }
   c.in.erase(0, start);
-  if (c.in.size() > kMaxLine) {
-    c.out += line_of(refusal("request line too long"));
-    c.in.clear();
-    c.peer_done = true;
-  }
+  if (c.in.size() > kMaxLine) refuse(c, "request line too long");
 }
 
 void ControlServer::flush(Conn& c) {
@@ -171,17 +187,18 @@ void ControlServer::flush(Conn& c) {
     } else {
       if (n < 0 && errno != EAGAIN) {
         c.out.clear();  // peer gone: nothing left to deliver
-        c.peer_done = true;
+        c.eof = true;
       }
       return;
     }
   }
 }
 
-// Re-arms the connection: readable always, writable only while output waits.
+// Re-arms the connection: readable until the peer is done, writable only
+// while output waits.
 void ControlServer::watch(Conn& c) {
   epoll_event ev{};
-  ev.events = (c.peer_done ? 0u : uint32_t{EPOLLIN}) | (c.out.empty() ? 0u : uint32_t{EPOLLOUT});
+  ev.events = (c.eof ? 0u : uint32_t{EPOLLIN}) | (c.out.empty() ? 0u : uint32_t{EPOLLOUT});
   ev.data.fd = c.fd.get();
   if (::epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, c.fd.get(), &ev) != 0 && errno == ENOENT) {
     ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, c.fd.get(), &ev);
@@ -232,23 +249,27 @@ Result<nlohmann::json> control_request(const std::string& socket_path,
   if (!fd) return tl::unexpected(fd.error());
   uint64_t deadline = mono_ns() + static_cast<uint64_t>(std::max(timeout_ms, 1)) * 1'000'000;
   std::string out = line_of(request);
-  for (size_t sent = 0; sent < out.size();) {
+  // A send that fails may still have an answer waiting (a refusal sent before
+  // the manager stopped reading): read it before reporting the send error.
+  std::optional<Error> send_error;
+  for (size_t sent = 0; sent < out.size() && !send_error;) {
     if (auto s = wait_ready(fd->get(), POLLOUT, deadline, socket_path); !s) {
       return tl::unexpected(s.error());
     }
     ssize_t n = ::send(fd->get(), out.data() + sent, out.size() - sent, MSG_NOSIGNAL | MSG_DONTWAIT);
     if (n < 0 && errno != EAGAIN && errno != EINTR) {
-      return fail_errno("sending to the manager at {}", socket_path);
+      send_error = fail_errno("sending to the manager at {}", socket_path).value();
     }
     if (n > 0) sent += static_cast<size_t>(n);
   }
   std::string in;
   while (in.find('\n') == std::string::npos) {
     if (auto s = wait_ready(fd->get(), POLLIN, deadline, socket_path); !s) {
-      return tl::unexpected(s.error());
+      return tl::unexpected(send_error.value_or(s.error()));
     }
     char buf[8192];
     ssize_t n = ::recv(fd->get(), buf, sizeof(buf), MSG_DONTWAIT);
+    if (n <= 0 && send_error) return tl::unexpected(*send_error);
     if (n == 0) return fail("the manager at {} closed the connection without answering", socket_path);
     if (n < 0 && errno != EAGAIN && errno != EINTR) {
       return fail_errno("reading the manager's answer from {}", socket_path);

@@ -35,15 +35,20 @@ class ControlServer {
     UniqueFd fd;
     std::string in;
     std::string out;
-    bool peer_done = false;  // read side closed or refused: close once out is flushed
+    bool eof = false;      // the peer sent all it will (or the connection broke)
+    bool refused = false;  // no more answers: drop input, close after the refusal
+    bool shut = false;     // our write side is shut down
   };
 
   ControlServer() = default;
   void accept_all();
+  void refuse(Conn& c, const std::string& why);
   void serve(Conn& c, uint32_t events);
+  void read_input(Conn& c);
   void answer_lines(Conn& c);
   void flush(Conn& c);
   void watch(Conn& c);
+  static bool finished(const Conn& c);
 
   UniqueFd epoll_;
   UniqueFd listen_;

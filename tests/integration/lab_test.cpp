@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <fstream>
 #include <random>
+#include <regex>
 #include <string>
 #include <thread>
 #include <vector>
@@ -350,6 +351,57 @@ TEST(Lab, KilledRunIsRemovedByCleanup) {
   Child again({"lab", "cleanup", "--name", sfx});
   ASSERT_EQ(run(again), 0) << again.err();
   EXPECT_NE(again.out().find("nothing to clean up"), std::string::npos) << again.out();
+}
+
+// Plain `lab cleanup` removes every lab on the host; to test it without
+// touching labs other people run here, it runs in private mount and network
+// namespaces with their own /run/netns and /run/nicguard.
+TEST(Lab, GlobalCleanupRemovesKilledRunsAndStrays) {
+  auto script = fmt::format(R"(
+set -e
+B={}
+trap '$B lab cleanup >/dev/null 2>&1 || true' EXIT INT TERM
+mkdir -p /run/netns /run/nicguard
+mount -t tmpfs none /run/netns
+mount -t tmpfs none /run/nicguard
+ip link set lo up
+$B lab up --name 1aa1 >/dev/null 2>&1 &
+P=$!
+i=0
+while [ ! -f /run/nicguard/lab-1aa1/state/front-app1.pid ]; do
+  i=$((i+1)); [ $i -lt 300 ] || exit 3; sleep 0.1
+done
+M=$(sed -n 's/.*"manager_pid": \([0-9]*\).*/\1/p' /run/nicguard/lab-1aa1/lab.json)
+kill -9 $P $M
+$B lab up --no-manager --name beef >/dev/null
+rm -rf /run/nicguard/lab-beef
+ip netns add ng-stray
+ip link add ngc0de99 type veth peer name ngc0de98
+$B lab cleanup
+echo "NETNS:[$(ip netns list | tr '\n' ' ')]"
+echo "LINKS:[$(ip -o link | grep -c ': ng' || true)]"
+echo "DIRS:[$(ls /run/nicguard | tr '\n' ' ')]"
+$B lab cleanup
+)",
+                            NICGUARD_BINARY);
+  std::string out;
+  int rc = -1;
+  if (FILE* p = ::popen(("timeout 60 unshare --mount --net sh -c '" +
+                         std::regex_replace(script, std::regex("'"), "'\\''") + "' 2>&1")
+                            .c_str(),
+                        "r")) {
+    char buf[512];
+    while (size_t n = std::fread(buf, 1, sizeof(buf), p)) out.append(buf, n);
+    rc = ::pclose(p);
+  }
+  ASSERT_EQ(rc, 0) << out;
+  for (const char* line :
+       {"removed netns ng-1aa1-sw", "removed netns ng-1aa1-drv-a", "removed netns ng-1aa1-app1",
+        "(nicguard driver)", "(nicguard front)", "removed directory /run/nicguard/lab-1aa1",
+        "removed netns ng-beef-ext", "removed link ngbeefna", "removed netns ng-stray",
+        "removed link ngc0de9", "NETNS:[]", "LINKS:[0]", "DIRS:[]", "nothing to clean up"}) {
+    EXPECT_NE(out.find(line), std::string::npos) << "missing '" << line << "' in:\n" << out;
+  }
 }
 
 TEST(Lab, InterruptedSetupRemovesEverything) {

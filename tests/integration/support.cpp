@@ -156,8 +156,8 @@ void kill_tree(pid_t pid, std::chrono::milliseconds grace) {
   // re-parented and can no longer be found through it.
   auto victims = descendants(pid);
   for (pid_t p : victims) ::kill(p, SIGTERM);
+  // A zombie counts as gone; reaping is left to the caller, who wants the status.
   auto all_gone = [&] {
-    ::waitpid(pid, nullptr, WNOHANG | __WALL);  // our own child: reap so it stops counting
     return std::none_of(victims.begin(), victims.end(), [](pid_t p) { return process_alive(p); });
   };
   if (wait_until(all_gone, grace, 20ms)) return;
@@ -307,7 +307,7 @@ CmdResult Background::stop() {
     kill_tree(pid_);
     reap(true);
   }
-  return finish(0ms);
+  return finish(0ms);  // stopped on purpose: not a time-out
 }
 
 // ------------------------------------------------------------------- TempDir
@@ -445,6 +445,13 @@ std::optional<nlohmann::json> status_json(const std::string& socket, std::string
 
 std::optional<nlohmann::json> LabGuard::status(std::string* why) const {
   return status_json(control_socket_, why);
+}
+
+std::string LabGuard::status_table() const {
+  auto r = run(fmt::format("timeout -k 5 20 {} status -s {}", quote(kNicguard),
+                           quote(control_socket_)),
+               30s);
+  return "---- nicguard status ----\n" + (r.ok() ? r.out : r.describe());
 }
 
 std::string LabGuard::logs(int lines) const {

@@ -172,6 +172,8 @@ class LabGuard {
 
   // `nicguard status --json -s SOCKET`; nullopt (and *why set) on failure.
   std::optional<nlohmann::json> status(std::string* why = nullptr) const;
+  // `nicguard status` (the table), for failure messages.
+  std::string status_table() const;
   // The last lines of the manager's log and the children's logs, for failure messages.
   std::string logs(int lines = 20) const;
 
