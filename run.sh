@@ -21,6 +21,8 @@ PACKAGES=(
   libgtest-dev libgmock-dev libbenchmark-dev
   # lab, demo and bench: namespaces, links, traffic generators, services
   iproute2 ethtool kmod procps iperf3 sockperf netcat-openbsd nginx-light curl
+  # integration tests: ping, captures, a broadcast sender
+  iputils-ping tcpdump python3
 )
 
 say() { printf '==> %s\n' "$*"; }

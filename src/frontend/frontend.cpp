@@ -308,6 +308,7 @@ class Frontend {
       spdlog::info("frontend {}: connected to {} as {}", opt_.name, b.name,
                    proto::role_name(b.role));
       if (b.role == proto::Role::active) set_active(b);
+      promote_spare();
       return {};
     }
     if (std::get_if<proto::ActivateAck>(&m) != nullptr) return {};
@@ -342,7 +343,7 @@ class Frontend {
     proto::Setup s;
     s.mac = opt_.mac;
     s.mtu = opt_.mtu;
-    s.role = claims_active() ? proto::Role::spare : proto::Role::active;
+    s.role = should_start_active(b) ? proto::Role::active : proto::Role::spare;
     s.tx_slots = layout->tx_slots;
     s.rx_slots = layout->rx_slots;
     s.slot_size = layout->slot_size;
@@ -353,12 +354,28 @@ class Frontend {
     return {};
   }
 
-  // True when some backend is active or about to be (setup sent as active).
-  bool claims_active() const {
+  // A backend starts active when none is active or about to be, and no
+  // backend earlier in the preference order is still connecting.
+  bool should_start_active(const Backend& b) const {
     for (const auto& o : backends_) {
-      if (o->role == proto::Role::active && o->state != Backend::State::down) return true;
+      if (o.get() == &b || o->state == Backend::State::down) continue;
+      if (o->role == proto::Role::active) return false;
+      if (o->index < b.index && o->state != Backend::State::ready) return false;
     }
-    return false;
+    return true;
+  }
+
+  // With nothing active, a connected spare takes over (e.g. the preferred
+  // backend's handshake failed after the other one settled as spare).
+  void promote_spare() {
+    if (active_ >= 0) return;
+    for (auto& o : backends_) {
+      if (o->state != Backend::State::ready) continue;
+      proto::send_message(o->sock.get(), proto::Activate{proto::Role::active});
+      set_active(*o);
+      spdlog::info("frontend {}: {} promoted to active", opt_.name, o->name);
+      return;
+    }
   }
 
   void set_active(Backend& b) {
@@ -389,7 +406,10 @@ class Frontend {
     bool was_active = active_ == static_cast<int>(b.index);
     spdlog::warn("frontend {}: driver domain {} failed ({}){}", opt_.name, b.name, why,
                  was_active ? ", switching" : "");
-    if (!was_active) return close_backend(b);
+    if (!was_active) {
+      close_backend(b);
+      return promote_spare();
+    }
     active_ = -1;
     stats_->active.store(-1, std::memory_order_relaxed);
     Backend* next = nullptr;

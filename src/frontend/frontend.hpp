@@ -30,7 +30,7 @@ struct FrontendOptions {
   uint32_t tx_slots = 256;
   uint32_t rx_slots = 256;
   uint32_t slot_size = 65600;
-  uint32_t spin_us = 30;
+  uint32_t spin_us = 50;
   uint32_t reconnect_ms = 20;
 };
 
