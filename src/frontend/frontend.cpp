@@ -368,9 +368,13 @@ class Frontend {
   // With nothing active, a connected spare takes over (e.g. the preferred
   // backend's handshake failed after the other one settled as spare).
   void promote_spare() {
-    if (active_ >= 0) return;
     for (auto& o : backends_) {
-      if (o->state != Backend::State::ready) continue;
+      if (o->state != Backend::State::down && o->role == proto::Role::active) return;
+    }
+    for (auto& o : backends_) {
+      if (o->state == Backend::State::down) continue;
+      // A preferred backend still connecting will start active by itself.
+      if (o->state != Backend::State::ready) return;
       proto::send_message(o->sock.get(), proto::Activate{proto::Role::active});
       set_active(*o);
       spdlog::info("frontend {}: {} promoted to active", opt_.name, o->name);
