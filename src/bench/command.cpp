@@ -12,6 +12,7 @@
 #include "bench/bench.hpp"
 #include "cli/commands.hpp"
 #include "common/fd.hpp"
+#include "common/signal_latch.hpp"
 
 namespace ng::bench {
 namespace {
@@ -21,34 +22,6 @@ struct Args {
   int duration_s = 5;
   bool keep = false;
   bool quiet = false;
-};
-
-// SIGINT/SIGTERM/SIGHUP are blocked and read from a signalfd: every wait in
-// the bench polls it, stops its tools and lets the lab's destructor remove
-// the lab. Children get an empty mask before exec.
-class SignalLatch {
- public:
-  SignalLatch() {
-    sigset_t set;
-    ::sigemptyset(&set);
-    for (int sig : {SIGINT, SIGTERM, SIGHUP}) ::sigaddset(&set, sig);
-    ::pthread_sigmask(SIG_BLOCK, &set, &old_);
-    fd_.reset(::signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC));
-  }
-  ~SignalLatch() { ::pthread_sigmask(SIG_SETMASK, &old_, nullptr); }
-  SignalLatch(const SignalLatch&) = delete;
-  SignalLatch& operator=(const SignalLatch&) = delete;
-
-  bool fired() {
-    signalfd_siginfo info{};
-    while (fd_ && ::read(fd_.get(), &info, sizeof(info)) == sizeof(info)) fired_ = true;
-    return fired_;
-  }
-
- private:
-  UniqueFd fd_;
-  sigset_t old_{};
-  bool fired_ = false;
 };
 
 int run_bench(const Args& args) {

@@ -16,6 +16,7 @@
 #include "cli/commands.hpp"
 #include "lab/lab.hpp"
 #include "manager/control.hpp"
+#include "netlink/netlink.hpp"
 #include "probe/probe.hpp"
 
 namespace {
@@ -35,7 +36,7 @@ class NetnsChild {
     if (pid == 0) {
       ::close(p[0]);
       std::string out;
-      if (auto s = ng::probe::enter_netns(netns); !s) {
+      if (auto s = ng::netlink::enter_netns(netns); !s) {
         out = json{{"error", s.error().message}}.dump();
       } else {
         out = fn().dump();

@@ -21,6 +21,7 @@
 #include "common/fd.hpp"
 #include "common/stats.hpp"
 #include "driver/nic.hpp"
+#include "netlink/netlink.hpp"
 #include "protocol/protocol.hpp"
 #include "ring/ring.hpp"
 #include "sandbox/sandbox.hpp"
@@ -59,16 +60,6 @@ struct Connection {
 
   bool active() const { return state == State::ready && role == proto::Role::active; }
 };
-
-void kick(int fd) {
-  uint64_t one = 1;
-  [[maybe_unused]] auto r = ::write(fd, &one, sizeof(one));
-}
-
-void drain(int fd) {
-  uint64_t v;
-  [[maybe_unused]] auto r = ::read(fd, &v, sizeof(v));
-}
 
 class Driver {
  public:
@@ -154,7 +145,7 @@ class Driver {
       auto t = static_cast<Tag>(ev[i].data.u64 >> 32);
       auto id = static_cast<uint32_t>(ev[i].data.u64);
       if (t == tag_listen) accept_all();
-      if (t == tag_kick && id < conns_.size() && conns_[id]) drain(conns_[id]->kick_driver.get());
+      if (t == tag_kick && id < conns_.size() && conns_[id]) ring::drain(conns_[id]->kick_driver.get());
       if (t == tag_sock && id < conns_.size() && conns_[id]) on_socket(*conns_[id], ev[i].events);
     }
     return n > 0;
@@ -319,7 +310,7 @@ class Driver {
       c->rx.publish(c->rx_pending);
       c->rx_pending = 0;
       c->rx_free = 0;  // recomputed from the ring on the next frame
-      if (ring::peer_needs_kick(c->header->front_sleeping)) kick(c->kick_front.get());
+      if (ring::peer_needs_kick(c->header->front_sleeping)) ring::kick(c->kick_front.get());
     }
     return *got;
   }
@@ -409,7 +400,7 @@ class Driver {
     stats::add(stats_->nic_tx_bytes, bytes);
     stats::add(stats_->nic_tx_frames, sent - refused);
     stats::add(stats_->nic_tx_errors, refused);
-    if (ring::peer_needs_kick(c.header->front_sleeping)) kick(c.kick_front.get());
+    if (ring::peer_needs_kick(c.header->front_sleeping)) ring::kick(c.kick_front.get());
     return consumed;
   }
 
@@ -423,14 +414,6 @@ class Driver {
   std::vector<std::unique_ptr<Connection>> conns_;
   uint64_t heartbeat_ = 0;
 };
-
-Status enter_netns(const std::string& path) {
-  if (path.empty()) return {};
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd) return fail_errno("opening network namespace {}", path);
-  if (::setns(fd.get(), CLONE_NEWNET) != 0) return fail_errno("entering network namespace {}", path);
-  return {};
-}
 
 Result<UniqueFd> listen_on(const std::string& path) {
   UniqueFd s(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
@@ -449,7 +432,7 @@ Result<UniqueFd> listen_on(const std::string& path) {
 }
 
 Result<Driver*> setup(const DriverOptions& o, std::unique_ptr<Driver>& out) {
-  if (auto s = enter_netns(o.netns); !s) return tl::unexpected(s.error());
+  if (auto s = o.netns.empty() ? Status{} : netlink::enter_netns(o.netns); !s) return tl::unexpected(s.error());
   auto nic = open_af_packet(o.nic);
   if (!nic) return tl::unexpected(nic.error());
   auto listen = listen_on(o.socket);

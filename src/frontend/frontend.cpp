@@ -19,6 +19,7 @@
 #include "common/stats.hpp"
 #include "frontend/announce.hpp"
 #include "frontend/tap.hpp"
+#include "netlink/netlink.hpp"
 #include "protocol/protocol.hpp"
 #include "ring/ring.hpp"
 
@@ -64,16 +65,6 @@ struct Backend {
     st->state.store(static_cast<uint32_t>(v), std::memory_order_relaxed);
   }
 };
-
-void kick(int fd) {
-  uint64_t one = 1;
-  [[maybe_unused]] auto r = ::write(fd, &one, sizeof(one));
-}
-
-void drain(int fd) {
-  uint64_t v;
-  [[maybe_unused]] auto r = ::read(fd, &v, sizeof(v));
-}
 
 Result<UniqueFd> make_eventfd() {
   UniqueFd fd(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
@@ -158,7 +149,7 @@ class Frontend {
     }
     if (count == 0) return 0;
     b->tx.publish(count);
-    if (ring::peer_needs_kick(b->header->driver_sleeping)) kick(b->kick_driver.get());
+    if (ring::peer_needs_kick(b->header->driver_sleeping)) ring::kick(b->kick_driver.get());
     stats::add(stats_->tap_rx_frames, count);
     stats::add(stats_->tap_rx_bytes, bytes);
     stats::add(b->st->tx_frames, count);
@@ -250,7 +241,7 @@ class Frontend {
       auto id = static_cast<uint32_t>(ev[i].data.u64);
       if (id >= backends_.size()) continue;
       Backend& b = *backends_[id];
-      if (t == tag_kick && b.kick_front) drain(b.kick_front.get());
+      if (t == tag_kick && b.kick_front) ring::drain(b.kick_front.get());
       if (t == tag_sock && b.sock) on_socket(b, ev[i].events);
     }
     if (n > 0) reconnect_due(mono_ns());
@@ -434,7 +425,7 @@ class Frontend {
     for (const auto& frame : announcements(opt_.mac, opt_.addresses)) {
       posted += post(next, frame.data(), static_cast<uint32_t>(frame.size()), true);
     }
-    if (posted != 0) kick(next.kick_driver.get());
+    if (posted != 0) ring::kick(next.kick_driver.get());
     spdlog::info("frontend {}: now active on {}", opt_.name, next.name);
   }
 
@@ -477,20 +468,12 @@ class Frontend {
   bool tap_armed_ = true;
 };
 
-Status enter_netns(const std::string& path) {
-  if (path.empty()) return {};
-  UniqueFd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!fd) return fail_errno("opening network namespace {}", path);
-  if (::setns(fd.get(), CLONE_NEWNET) != 0) return fail_errno("entering network namespace {}", path);
-  return {};
-}
-
 Result<std::unique_ptr<Frontend>> setup(const FrontendOptions& o) {
   if (o.backends.empty() || o.backends.size() > stats::kMaxBackends) {
     return fail("a frontend needs 1 or {} driver domains, got {}", stats::kMaxBackends,
                 o.backends.size());
   }
-  if (auto s = enter_netns(o.netns); !s) return tl::unexpected(s.error());
+  if (auto s = o.netns.empty() ? Status{} : netlink::enter_netns(o.netns); !s) return tl::unexpected(s.error());
   auto st = stats::FrontStatsFile::create(o.stats, stats::kFrontMagic);
   if (!st) return tl::unexpected(st.error());
   stats::set_name((*st)->name, o.name);

@@ -12,6 +12,7 @@
 
 #include "cli/commands.hpp"
 #include "common/fd.hpp"
+#include "common/signal_latch.hpp"
 #include "lab/lab.hpp"
 
 namespace ng::lab {
@@ -21,34 +22,6 @@ struct UpArgs {
   LabOptions options;
   bool json = false;
   bool no_manager = false;
-};
-
-// SIGINT/SIGTERM/SIGHUP are blocked and read from a signalfd, so that setup
-// stops at the next step boundary and removes what it made instead of dying
-// half-built. The mask is dropped in the manager child before exec.
-class SignalLatch {
- public:
-  SignalLatch() {
-    sigset_t set;
-    ::sigemptyset(&set);
-    for (int sig : {SIGINT, SIGTERM, SIGHUP}) ::sigaddset(&set, sig);
-    ::pthread_sigmask(SIG_BLOCK, &set, &old_);
-    fd_.reset(::signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC));
-  }
-  ~SignalLatch() { ::pthread_sigmask(SIG_SETMASK, &old_, nullptr); }
-  SignalLatch(const SignalLatch&) = delete;
-  SignalLatch& operator=(const SignalLatch&) = delete;
-
-  bool fired() {
-    signalfd_siginfo info{};
-    while (fd_ && ::read(fd_.get(), &info, sizeof(info)) == sizeof(info)) fired_ = true;
-    return fired_;
-  }
-
- private:
-  UniqueFd fd_;
-  sigset_t old_{};
-  bool fired_ = false;
 };
 
 void print_summary(const LabInfo& i, bool manager) {

@@ -454,4 +454,13 @@ Result<std::vector<Cidr>> Session::addresses(const std::string& link) {
   return result;
 }
 
+Status enter_netns(const std::string& name_or_path) {
+  auto ns = open_netns(name_or_path);
+  if (!ns) return tl::unexpected(ns.error());
+  if (::setns(ns->get(), CLONE_NEWNET) != 0) {
+    return fail_errno("entering network namespace {}", name_or_path);
+  }
+  return {};
+}
+
 }  // namespace ng::netlink

@@ -18,6 +18,9 @@ namespace ng::netlink {
 Result<UniqueFd> create_netns(const std::string& name);
 // NAME (looked up under /run/netns) or an absolute path to a namespace file.
 Result<UniqueFd> open_netns(const std::string& name_or_path);
+// Moves the calling thread (in a single-threaded process: the process) into
+// the namespace for good, e.g. a domain entering its own at start.
+Status enter_netns(const std::string& name_or_path);
 // Unmounts and removes /run/netns/NAME; the namespace dies with its last user.
 Status delete_netns(const std::string& name);
 std::vector<std::string> list_netns();

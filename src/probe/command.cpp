@@ -2,6 +2,7 @@
 #include <fmt/format.h>
 
 #include "cli/commands.hpp"
+#include "netlink/netlink.hpp"
 #include "probe/probe.hpp"
 
 namespace {
@@ -14,7 +15,7 @@ struct ProbeArgs {
 
 int run_udp(const ProbeArgs& a) {
   if (!a.netns.empty()) {
-    if (auto s = ng::probe::enter_netns(a.netns); !s) {
+    if (auto s = ng::netlink::enter_netns(a.netns); !s) {
       fmt::print(stderr, "error: {}\n", s.error().message);
       return 1;
     }
@@ -38,7 +39,7 @@ int run_udp(const ProbeArgs& a) {
 
 int run_echo(const ProbeArgs& a) {
   if (!a.netns.empty()) {
-    if (auto s = ng::probe::enter_netns(a.netns); !s) {
+    if (auto s = ng::netlink::enter_netns(a.netns); !s) {
       fmt::print(stderr, "error: {}\n", s.error().message);
       return 1;
     }

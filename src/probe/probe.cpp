@@ -181,13 +181,4 @@ Status run_echo(uint16_t port, double duration_s) {
   return {};
 }
 
-Status enter_netns(const std::string& name_or_path) {
-  std::string path = name_or_path.find('/') == std::string::npos ? "/run/netns/" + name_or_path
-                                                                  : name_or_path;
-  UniqueFd ns(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
-  if (!ns) return fail_errno("opening network namespace {}", path);
-  if (::setns(ns.get(), CLONE_NEWNET) != 0) return fail_errno("entering network namespace {}", path);
-  return {};
-}
-
 }  // namespace ng::probe

@@ -50,7 +50,4 @@ Result<UdpReport> run_stream(const StreamOptions& o, std::vector<Arrival>* serie
 // Echoes every datagram back to its sender until duration_s passes.
 Status run_echo(uint16_t port, double duration_s);
 
-// Moves the calling process into /run/netns/NAME (or a path).
-Status enter_netns(const std::string& name_or_path);
-
 }  // namespace ng::probe

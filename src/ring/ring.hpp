@@ -17,6 +17,8 @@
 //
 // The peer is untrusted: every index or descriptor read from the region is
 // loaded once into a local copy and validated before use.
+#include <unistd.h>
+
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -182,6 +184,17 @@ inline void cancel_sleep(Flag& mine) { mine.value.store(0, std::memory_order_rel
 inline bool peer_needs_kick(const Flag& peer) {
   std::atomic_thread_fence(std::memory_order_seq_cst);
   return peer.value.load(std::memory_order_relaxed) != 0;
+}
+
+// Eventfd kicks. A failed write can only mean the counter is saturated,
+// i.e. the peer has plenty of wake-ups pending already.
+inline void kick(int eventfd) {
+  uint64_t one = 1;
+  [[maybe_unused]] auto r = ::write(eventfd, &one, sizeof(one));
+}
+inline void drain(int eventfd) {
+  uint64_t v;
+  [[maybe_unused]] auto r = ::read(eventfd, &v, sizeof(v));
 }
 
 }  // namespace ng::ring
