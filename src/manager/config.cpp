@@ -186,6 +186,7 @@ struct Parser {
     parse_drivers(root);
     parse_apps(root);
     check_policy(root);
+    size_driver_memory(root);
     check_socket_paths(root);
   }
 
@@ -292,6 +293,7 @@ struct Parser {
       check_netns(r, d.netns);
       if (auto m = r.integer("memory_limit_mb", false, 32, 1 << 20)) {
         d.memory_limit_mb = static_cast<uint32_t>(*m);
+        d.memory_limit_set = true;
       }
       config.drivers.push_back(std::move(d));
     }
@@ -368,6 +370,33 @@ struct Parser {
     }
     // A shared namespace would let one domain see another's interfaces.
     netns.check(errors, n, r.key_path("netns"), name);
+  }
+
+  // Every app domain maps one ring region into each driver domain, and the
+  // driver's address-space limit must hold them all, or the last app
+  // domains would be refused at connect time instead of here.
+  void size_driver_memory(const toml::table& root) {
+    auto layout = ring::compute_layout(config.ring.tx_slots, config.ring.rx_slots,
+                                       config.ring.slot_size);
+    if (!layout) return;
+    uint64_t region_mb = (layout->region_size + (1u << 20) - 1) >> 20;
+    uint64_t needed = kDriverBaseMemoryMb + region_mb * config.apps.size();
+    const toml::array* arr = root["driver"].as_array();
+    for (size_t i = 0; i < config.drivers.size(); ++i) {
+      auto& d = config.drivers[i];
+      if (!d.memory_limit_set) {
+        d.memory_limit_mb = static_cast<uint32_t>(std::max<uint64_t>(d.memory_limit_mb, needed));
+        continue;
+      }
+      if (d.memory_limit_mb >= needed) continue;
+      const toml::node* n = arr != nullptr && i < arr->size() && (*arr)[i].as_table() != nullptr
+                                ? (*arr)[i].as_table()->get("memory_limit_mb")
+                                : nullptr;
+      errors.at(n, fmt::format("driver[{}].memory_limit_mb", i),
+                fmt::format("too small for {} app domains: each maps a {} MiB ring region into "
+                            "the driver domain; expected at least {} (or leave it out)",
+                            config.apps.size(), region_mb, needed));
+    }
   }
 
   void check_policy(const toml::table& root) {

@@ -13,6 +13,10 @@
 
 namespace ng::manager {
 
+// What a driver domain needs besides the ring regions it maps (its own
+// receive buffers of 2 MiB, libraries, stacks), with room to spare.
+inline constexpr uint64_t kDriverBaseMemoryMb = 64;
+
 enum class Policy { warm_spare, restart };
 const char* policy_name(Policy p);
 
@@ -26,7 +30,8 @@ struct DriverConfig {
   std::string name;
   std::string nic;
   std::string netns;  // defaults to "ng-drv-<name>"
-  uint32_t memory_limit_mb = 256;
+  uint32_t memory_limit_mb = 256;  // raised to fit every app's ring region when not set
+  bool memory_limit_set = false;
 };
 
 struct AppConfig {

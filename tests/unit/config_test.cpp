@@ -281,3 +281,22 @@ TEST(Config, LoadMissingFile) {
   ASSERT_FALSE(c.has_value());
   EXPECT_THAT(c.error().message, HasSubstr("/nonexistent/nicguard.toml"));
 }
+
+TEST(ConfigMemory, DriverLimitMustHoldEveryRingRegion) {
+  std::string apps;
+  for (int i = 1; i <= 12; ++i) {
+    apps += fmt::format("[[app]]\nname = \"app{}\"\nmac = \"02:00:00:00:01:{:02x}\"\n", i, i);
+  }
+  const std::string base =
+      "[manager]\nstate_dir = \"/run/nicguard/t\"\npolicy = \"restart\"\n"
+      "[[driver]]\nname = \"a\"\nnic = \"eth1\"\n";
+  auto automatic = ng::manager::parse_config(base + apps, "t.toml");
+  ASSERT_TRUE(automatic) << automatic.error().message;
+  // 12 apps x ~33 MiB regions do not fit the 256 MiB default: it grows.
+  EXPECT_GT(automatic->drivers[0].memory_limit_mb, 256u);
+  auto too_small = ng::manager::parse_config(
+      base + "memory_limit_mb = 256\n" + apps, "t.toml");
+  ASSERT_FALSE(too_small);
+  EXPECT_NE(too_small.error().message.find("driver[0].memory_limit_mb"), std::string::npos)
+      << too_small.error().message;
+}
