@@ -23,6 +23,7 @@
 #include "driver/nic.hpp"
 #include "netlink/netlink.hpp"
 #include "protocol/protocol.hpp"
+#include "ring/idle.hpp"
 #include "ring/ring.hpp"
 #include "sandbox/sandbox.hpp"
 
@@ -77,7 +78,7 @@ class Driver {
   }
 
   int run() {
-    uint64_t idle_since = 0;
+    ring::Idler idler(opt_.spin_us);
     uint64_t last_control = 0;
     for (;;) {
       beat();
@@ -87,20 +88,10 @@ class Driver {
         last_control = now;
         if (!handle_events(0)) return 1;
       }
-      if (work != 0) {
-        idle_since = 0;
-        continue;
-      }
-      if (idle_since == 0) idle_since = now;
-      if (now - idle_since < uint64_t{opt_.spin_us} * 1000) {
-        // On a small host the peer we wait for may need this very core.
-        ::sched_yield();
-        continue;
-      }
+      if (idler.keep_polling(work, now)) continue;
       auto woke = sleep();
       if (!woke) return 1;
-      // A timeout means nothing is coming: go back to sleep without spinning.
-      idle_since = *woke ? 0 : now - uint64_t{opt_.spin_us} * 1000;
+      idler.slept(*woke, now);
     }
   }
 

@@ -1,4 +1,5 @@
 #include "ring/ring.hpp"
+#include "ring/idle.hpp"
 
 #include <gtest/gtest.h>
 
@@ -222,4 +223,17 @@ TEST(RingSleep, KickOnlyWhenPeerSleeps) {
   EXPECT_TRUE(ring::peer_needs_kick(peer));
   ring::cancel_sleep(peer);
   EXPECT_FALSE(ring::peer_needs_kick(peer));
+}
+
+TEST(RingIdler, SpinsAfterWorkThenSleepsAndSkipsSpinAfterTimeout) {
+  ring::Idler idler(50);  // 50 us
+  const uint64_t t = 1'000'000;
+  EXPECT_TRUE(idler.keep_polling(1, t));           // work: poll again
+  EXPECT_TRUE(idler.keep_polling(0, t + 1000));    // idle 0 us: spin
+  EXPECT_TRUE(idler.keep_polling(0, t + 40'000));  // 39 us idle: still spinning
+  EXPECT_FALSE(idler.keep_polling(0, t + 52'000)); // past 50 us: sleep
+  idler.slept(false, t + 60'000);                  // timed out
+  EXPECT_FALSE(idler.keep_polling(0, t + 61'000)); // straight back to sleep
+  idler.slept(true, t + 70'000);                   // woken by an event
+  EXPECT_TRUE(idler.keep_polling(0, t + 71'000));  // spin again
 }
