@@ -1,6 +1,7 @@
-// `nicguard demo`: the whole story in one command. A lab with live traffic, a
-// driver domain killed under it, and the interruption the app's clients saw,
-// once with a warm spare and once with the restart policy.
+// `nicguard demo`: the whole story in one command. A lab with live traffic,
+// driver failures injected under it, and for each: which detector found it,
+// how fast, and the interruption the app's clients saw; once with a warm
+// spare and once with the restart policy.
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/wait.h>
@@ -10,10 +11,13 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <fstream>
+#include <map>
 #include <thread>
 
 #include "cli/commands.hpp"
+#include "inject/inject.hpp"
 #include "lab/lab.hpp"
 #include "manager/control.hpp"
 #include "netlink/netlink.hpp"
@@ -74,94 +78,233 @@ class NetnsChild {
   ng::UniqueFd out_;
 };
 
-ng::Result<pid_t> driver_pid(const ng::lab::Lab& lab, const std::string& name) {
-  std::ifstream f(lab.state_dir() + "/driver-" + name + ".pid");
-  pid_t pid = 0;
-  if (!(f >> pid) || pid <= 0) return ng::fail("no pid file for driver domain {}", name);
-  return pid;
-}
+constexpr uint16_t kProbePort = 7777;
+constexpr uint64_t kGapNs = 1'000'000;  // silences shorter than this are not a failover's
+constexpr uint64_t kWindowNs = 1'000'000'000;  // a failover's effects, from its injection
 
-struct Row {
-  std::string policy;
-  std::string fault;
-  json probe;
-  bool recovered = false;
+struct DemoOptions {
+  std::vector<std::string> policies{"warm-spare", "restart"};
+  std::vector<std::string> faults{"crash", "hang"};
+  int runs = 3;
+  bool json = false;
 };
 
-// Runs a 10,000 packet/s UDP stream through the lab, kills the active driver
-// domain half-way, and returns what the stream saw.
-ng::Result<Row> crash_under_traffic(const std::string& policy, double seconds) {
-  ng::lab::LabOptions o;
-  o.policy = policy;
+// One injected failure and what followed it.
+struct Run {
+  std::string policy;
+  std::string fault;
+  std::string domain;
+  uint64_t injected_ns = 0;
+  std::string detector;     // "" when no detector fired
+  double detection_ms = -1;  // injection to the first detection
+  double interruption_ms = 0;  // longest silence of the stream after it (< 1 ms: 0)
+};
+
+// Between two failures the failed domain is back as the spare; under the
+// restart policy the next failure waits past the manager's back-off window.
+double spacing_s(const std::string& policy) { return policy == "restart" ? 2.5 : 1.0; }
+
+std::vector<json> read_events(const std::string& path) {
+  std::vector<json> out;
+  std::ifstream in(path);
+  for (std::string line; std::getline(in, line);) {
+    auto j = json::parse(line, nullptr, false);
+    if (j.is_object()) out.push_back(std::move(j));
+  }
+  return out;
+}
+
+std::string active_driver(const ng::lab::Lab& lab) {
+  auto s = ng::manager::control_request(lab.control_socket(), {{"cmd", "status"}}, 2000);
+  if (!s || !(*s)["apps"].is_array() || (*s)["apps"].empty()) return "a";
+  const auto& a = (*s)["apps"][0]["active_driver"];
+  return a.is_string() ? a.get<std::string>() : "a";
+}
+
+// Fills in what the event log and the stream's silences say about each run.
+void assess(std::vector<Run>& runs, const std::vector<json>& events, const json& gaps) {
+  for (size_t i = 0; i < runs.size(); ++i) {
+    Run& r = runs[i];
+    uint64_t until = i + 1 < runs.size() ? runs[i + 1].injected_ns : r.injected_ns + kWindowNs;
+    for (const auto& e : events) {
+      uint64_t t = e.value("ts_mono_ns", uint64_t{0});
+      if (e.value("event", "") != "detect" || t < r.injected_ns || t >= until) continue;
+      if (e.value("domain", "") != "driver-" + r.domain) continue;
+      r.detector = e.value("detector", "");
+      r.detection_ms = static_cast<double>(t - r.injected_ns) / 1e6;
+      break;
+    }
+    for (const auto& g : gaps) {
+      // A silence that began up to one gap before the injection is its own.
+      uint64_t begin = g.value("begin_mono_ns", uint64_t{0});
+      if (begin + kGapNs < r.injected_ns || begin >= until) continue;
+      r.interruption_ms = std::max(r.interruption_ms, g.value("ms", 0.0));
+    }
+  }
+}
+
+ng::Result<std::vector<Run>> run_policy(const std::string& policy, const DemoOptions& o) {
+  ng::lab::LabOptions lo;
+  lo.policy = policy;
   fmt::print("\n== {}: building a lab ({} driver domain{}) ==\n", policy,
              policy == "restart" ? 1 : 2, policy == "restart" ? "" : "s");
-  auto lab = ng::lab::Lab::up(o);
+  auto lab = ng::lab::Lab::up(lo);
   if (!lab) return tl::unexpected(lab.error());
   const auto& app = lab->apps().front();
-  fmt::print("lab {}: external host {} -> app {} ({})\n", lab->suffix(), lab->ext().ipv4_address(),
-             app.ipv4_address(), app.netns);
+  double seconds = 1.5 + spacing_s(policy) * static_cast<double>(o.runs * o.faults.size());
   auto echo = NetnsChild::start(app.netns, [seconds] {
-    auto s = ng::probe::run_echo(7777, seconds + 3);
+    auto s = ng::probe::run_echo(kProbePort, seconds + 3);
     return s ? json{{"ok", true}} : json{{"error", s.error().message}};
   });
   if (!echo) return tl::unexpected(echo.error());
   std::this_thread::sleep_for(std::chrono::milliseconds(200));
   ng::probe::StreamOptions so;
   so.address = app.ipv4_address();
+  so.port = kProbePort;
   so.duration_s = seconds;
+  so.gap_report_ns = kGapNs;
   auto stream = NetnsChild::start(lab->ext().netns, [so] {
     auto r = ng::probe::run_stream(so);
     return r ? ng::probe::to_json(*r) : json{{"error", r.error().message}};
   });
   if (!stream) return tl::unexpected(stream.error());
-  std::this_thread::sleep_for(std::chrono::milliseconds(static_cast<int>(seconds * 500)));
-  auto victim = driver_pid(*lab, "a");
-  if (!victim) return tl::unexpected(victim.error());
-  fmt::print("live traffic: 10000 UDP packets/s; killing driver domain a (pid {}) with SIGKILL\n",
-             *victim);
-  ::kill(*victim, SIGKILL);
-  Row row{policy, "crash (SIGKILL)", stream->result(), false};
-  if (row.probe.contains("error")) return ng::fail("probe: {}", row.probe["error"].get<std::string>());
-  auto status = ng::manager::control_request(lab->control_socket(), {{"cmd", "status"}}, 2000);
-  if (status) fmt::print("{}\n", ng::manager::format_status_table(*status));
-  row.recovered = ng::lab::ping(lab->ext().netns, app.ipv4_address(), std::chrono::seconds(5)).has_value();
+  fmt::print("lab {}: {} UDP packets/s from the external host to the app, echoed back\n",
+             lab->suffix(), so.pps);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1000));
+  std::vector<Run> runs;
+  for (const auto& fault : o.faults) {
+    for (int i = 0; i < o.runs; ++i) {
+      Run r{policy, fault, active_driver(*lab)};
+      auto answer = ng::manager::control_request(
+          lab->control_socket(), {{"cmd", "inject"}, {"domain", r.domain}, {"fault", fault}}, 2000);
+      if (!answer || !answer->value("ok", false)) {
+        return ng::fail("injecting {} into driver-{}: {}", fault, r.domain,
+                        answer ? answer->value("error", std::string("refused")) : answer.error().message);
+      }
+      r.injected_ns = answer->value("ts_mono_ns", uint64_t{0});
+      fmt::print("  {} into driver-{}\n", fault, r.domain);
+      runs.push_back(r);
+      std::this_thread::sleep_for(std::chrono::milliseconds(static_cast<int>(spacing_s(policy) * 1000)));
+    }
+  }
+  json probe = stream->result();
+  if (!probe.is_object() || probe.contains("error")) {
+    return ng::fail("probe: {}", probe.is_object() ? probe["error"].dump() : "no report");
+  }
+  assess(runs, read_events(lab->state_dir() + "/events.jsonl"), probe["gaps"]);
+  fmt::print("stream: {} sent, {} lost, {} duplicated\n", probe.value("sent", 0),
+             probe.value("lost", 0), probe.value("duplicated", 0));
   if (auto s = lab->down(); !s) fmt::print(stderr, "warning: {}\n", s.error().message);
-  return row;
+  return runs;
 }
 
-int run_demo(bool as_json, double seconds) {
-  std::vector<Row> rows;
-  for (const char* policy : {"warm-spare", "restart"}) {
-    auto row = crash_under_traffic(policy, seconds);
-    if (!row) {
-      fmt::print(stderr, "demo: {}\n", row.error().message);
+double percentile(std::vector<double> v, double p) {
+  if (v.empty()) return 0;
+  std::sort(v.begin(), v.end());
+  size_t i = static_cast<size_t>(p / 100.0 * static_cast<double>(v.size() - 1) + 0.5);
+  return v[std::min(i, v.size() - 1)];
+}
+
+json stats_json(const std::vector<double>& v) {
+  if (v.empty()) return nullptr;
+  return {{"p50", percentile(v, 50)}, {"p99", percentile(v, 99)},
+          {"max", *std::max_element(v.begin(), v.end())}};
+}
+
+std::string cell(const json& s) {
+  if (s.is_null()) return "-";
+  return fmt::format("{:.2f}/{:.2f}/{:.2f}", s["p50"].get<double>(), s["p99"].get<double>(),
+                     s["max"].get<double>());
+}
+
+// One row per policy and fault: the figures over every run.
+json summarize(const std::vector<Run>& runs, const std::string& policy, const std::string& fault) {
+  std::vector<double> detect, interrupt;
+  std::map<std::string, int> detectors;
+  int total = 0;
+  for (const auto& r : runs) {
+    if (r.policy != policy || r.fault != fault) continue;
+    ++total;
+    ++detectors[r.detector.empty() ? "none" : r.detector];
+    if (r.detection_ms >= 0) detect.push_back(r.detection_ms);
+    interrupt.push_back(r.interruption_ms);
+  }
+  return {{"policy", policy},          {"fault", fault},
+          {"runs", total},             {"detected", detect.size()},
+          {"detectors", detectors},    {"detection_ms", stats_json(detect)},
+          {"interruption_ms", stats_json(interrupt)}};
+}
+
+int run_demo(const DemoOptions& o) {
+  std::vector<Run> runs;
+  for (const auto& policy : o.policies) {
+    auto r = run_policy(policy, o);
+    if (!r) {
+      fmt::print(stderr, "demo: {}\n", r.error().message);
       return 1;
     }
-    rows.push_back(*row);
+    runs.insert(runs.end(), r->begin(), r->end());
   }
-  json out = json::array();
-  fmt::print("\n{:<11} {:<16} {:>16} {:>10} {:>10} {:>10}\n", "policy", "fault",
-             "interruption ms", "lost", "sent", "recovered");
-  for (const auto& r : rows) {
-    fmt::print("{:<11} {:<16} {:>16.2f} {:>10} {:>10} {:>10}\n", r.policy, r.fault,
-               r.probe.value("interruption_ms", 0.0), r.probe.value("lost", 0),
-               r.probe.value("sent", 0), r.recovered ? "yes" : "no");
-    out.push_back({{"policy", r.policy}, {"fault", r.fault}, {"probe", r.probe},
-                   {"recovered", r.recovered}});
+  json rows = json::array();
+  fmt::print("\n{:<11} {:<8} {:>5} {:<22} {:>22} {:>22}\n", "policy", "fault", "runs",
+             "detector", "detection ms p50/p99/max", "interruption ms p50/p99/max");
+  for (const auto& policy : o.policies) {
+    for (const auto& fault : o.faults) {
+      json row = summarize(runs, policy, fault);
+      std::string det;
+      for (const auto& [k, v] : row["detectors"].items()) det += fmt::format("{}{}x{}", det.empty() ? "" : ",", v.get<int>(), k);
+      fmt::print("{:<11} {:<8} {:>5} {:<22} {:>22} {:>22}\n", policy, fault, row["runs"].get<int>(), det,
+                 cell(row["detection_ms"]), cell(row["interruption_ms"]));
+      rows.push_back(row);
+    }
   }
-  if (as_json) fmt::print("{}\n", out.dump(2));
+  fmt::print("\ninterruption: the longest silence of the echoed stream after each injection "
+             "(0: none over {} ms)\n", kGapNs / 1'000'000);
+  if (o.json) {
+    json all = json::array();
+    for (const auto& r : runs) {
+      all.push_back({{"policy", r.policy}, {"fault", r.fault}, {"domain", "driver-" + r.domain},
+                     {"detector", r.detector}, {"detection_ms", r.detection_ms},
+                     {"interruption_ms", r.interruption_ms}});
+    }
+    fmt::print("{}\n", json{{"summary", rows}, {"runs", all}}.dump(2));
+  }
   return 0;
 }
 
 }  // namespace
 
 void ng::cli::add_demo_command(CLI::App& app, int& exit_code) {
-  auto as_json = std::make_shared<bool>(false);
-  auto seconds = std::make_shared<double>(4.0);
+  auto o = std::make_shared<DemoOptions>();
   auto* cmd = app.add_subcommand(
-      "demo", "Build a lab, run live traffic, crash the active driver domain, and show what the "
-              "app's clients saw under the warm-spare and the restart policy");
-  cmd->add_flag("--json", *as_json, "Also print the table as JSON");
-  cmd->add_option("--seconds", *seconds, "Length of each traffic run")->capture_default_str();
-  cmd->callback([=, &exit_code] { exit_code = run_demo(*as_json, *seconds); });
+      "demo", "Build a lab, run live traffic, inject driver failures, and show the detection "
+              "time and the interruption the app's clients saw, under the warm-spare and the "
+              "restart policy");
+  cmd->add_flag("--json", o->json, "Also print every run and the table as JSON");
+  cmd->add_option("--runs", o->runs, "Failures per policy and fault")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 1000));
+  cmd->add_option("--faults", o->faults, "Faults to inject (see `nicguard inject --help`)")
+      ->delimiter(',')
+      ->capture_default_str();
+  cmd->add_option("--policies", o->policies, "warm-spare, restart or both")
+      ->delimiter(',')
+      ->capture_default_str();
+  cmd->callback([o, &exit_code] {
+    for (const auto& f : o->faults) {
+      if (!ng::inject::parse_fault(f)) {
+        fmt::print(stderr, "demo: unknown fault '{}': expected one of {}\n", f, ng::inject::fault_list());
+        exit_code = 2;
+        return;
+      }
+    }
+    for (const auto& p : o->policies) {
+      if (p != "warm-spare" && p != "restart") {
+        fmt::print(stderr, "demo: unknown policy '{}': expected warm-spare or restart\n", p);
+        exit_code = 2;
+        return;
+      }
+    }
+    exit_code = run_demo(*o);
+  });
 }

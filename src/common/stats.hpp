@@ -14,7 +14,7 @@ namespace ng::stats {
 
 inline constexpr uint32_t kDriverMagic = 0x5344474e;  // "NGDS"
 inline constexpr uint32_t kFrontMagic = 0x5346474e;   // "NGFS"
-inline constexpr uint32_t kVersion = 1;
+inline constexpr uint32_t kVersion = 2;
 inline constexpr int kMaxConnections = 64;
 inline constexpr int kMaxBackends = 2;
 inline constexpr int kNameLen = 64;
@@ -84,6 +84,17 @@ struct FrontStats {
   Counter malformed;  // sum over backends
   Counter failovers;
   Counter replayed;  // frames re-posted to a new active backend
+  // Failures this frontend detected by itself, by detector. A failure the
+  // manager decided (carrier loss) reaches the frontend as a crash.
+  Counter detected_crash;      // socket hang-up of the driver domain
+  Counter detected_hang;       // heartbeat stopped
+  Counter detected_stall;      // heartbeat alive, TX ring not drained
+  Counter detected_violation;  // malformed descriptor or index
+  Counter fences;              // SIGKILLs this frontend sent a suspected domain
+  Counter last_detect_us;      // how long the last failure went unnoticed (when measurable)
+  Counter last_switch_us;      // detection to the new active domain's first kick
+  Counter held_frames;         // frames kept while no driver domain was up
+  Counter hold_drops;          // frames the bounded hold queue had no room for
   std::atomic<int32_t> active;  // index into backends, -1 for none
   FrontBackend backends[kMaxBackends];
 };

@@ -17,6 +17,10 @@ void ng::cli::add_driver_command(CLI::App& app, int& exit_code) {
       ->capture_default_str();
   cmd->add_option("--spin-us", opt->spin_us, "Busy-poll time before sleeping")
       ->capture_default_str();
+  cmd->add_option("--inject", opt->inject,
+                  "Fault-injection file the manager arms (inert until armed)");
+  cmd->add_option("--serve-nice", opt->serve_nice,
+                  "Nice value to take once serving (the manager starts domains lower)");
   cmd->add_flag("!--no-sandbox", opt->sandbox, "Skip seccomp/capability/memory sandboxing");
   cmd->callback([opt, &exit_code] { exit_code = ng::driver::run_driver(*opt); });
 }

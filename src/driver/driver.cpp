@@ -8,9 +8,11 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <unistd.h>
 
 #include <spdlog/spdlog.h>
 
+#include <cstdlib>
 #include <cstring>
 #include <memory>
 #include <optional>
@@ -20,7 +22,9 @@
 #include "common/clock.hpp"
 #include "common/fd.hpp"
 #include "common/stats.hpp"
+#include "driver/crash.hpp"
 #include "driver/nic.hpp"
+#include "inject/inject.hpp"
 #include "netlink/netlink.hpp"
 #include "protocol/protocol.hpp"
 #include "ring/idle.hpp"
@@ -65,8 +69,9 @@ struct Connection {
 class Driver {
  public:
   Driver(const DriverOptions& o, std::unique_ptr<Nic> nic, UniqueFd listen, UniqueFd epoll,
-         stats::DriverStatsFile stats)
+         stats::DriverStatsFile stats, std::optional<inject::ControlFile> inject)
       : opt_(o),
+        inject_(std::move(inject)),
         nic_(std::move(nic)),
         listen_(std::move(listen)),
         epoll_(std::move(epoll)),
@@ -81,8 +86,11 @@ class Driver {
     ring::Idler idler(opt_.spin_us);
     uint64_t last_control = 0;
     for (;;) {
+      Fault f = inject_ ? inject_->armed() : Fault::none;
+      if (f != Fault::none) misbehave(f);
       beat();
-      unsigned work = poll_nic() + poll_tx();
+      unsigned work = (f == Fault::stall_rx ? 0 : poll_nic(f == Fault::drop)) +
+                      (f == Fault::stall_tx ? 0 : poll_tx(f == Fault::drop));
       uint64_t now = mono_ns();
       if (now - last_control > kControlPollNs) {
         last_control = now;
@@ -96,6 +104,42 @@ class Driver {
   }
 
  private:
+  using Fault = inject::Fault;
+
+  // The injected faults that act before a pass of the packet loop; stall-tx,
+  // stall-rx and drop act inside it.
+  void misbehave(Fault f) {
+    if (f == Fault::crash) {
+      volatile uintptr_t bad = 8;
+      *reinterpret_cast<volatile uint64_t*>(bad) = 0;
+    }
+    if (f == Fault::hang) {
+      for (;;) asm volatile("" ::: "memory");
+    }
+    if (f == Fault::slow) ::usleep(5000);
+    if (f == Fault::leak) leak();
+    if (f == Fault::corrupt) corrupt();
+  }
+
+  void leak() {
+    constexpr size_t kChunk = size_t{16} << 20;
+    auto* p = static_cast<char*>(std::malloc(kChunk));
+    if (p == nullptr) std::abort();  // what a driver that ignores allocation failure does
+    std::memset(p, 0x5a, kChunk);
+    leaked_.push_back(p);
+  }
+
+  void corrupt() {
+    for (auto& c : conns_) {
+      if (!c || !c->active()) continue;
+      auto f = c->rx.free_slots();
+      if (!f || *f == 0) continue;
+      c->rx.set(0, ring::Desc{c->rx.slot_size(), 64});  // offset past the slot
+      c->rx.publish(1);
+      ring::kick(c->kick_front.get());
+    }
+  }
+
   void beat() {
     uint64_t hb = ++heartbeat_;
     stats_->heartbeat.store(hb, std::memory_order_relaxed);
@@ -247,7 +291,11 @@ class Driver {
     if (::fstat(memfd, &st) != 0 || static_cast<size_t>(st.st_size) < layout.region_size) {
       return fail("ring region is smaller than the negotiated layout");
     }
-    void* p = ::mmap(nullptr, layout.region_size, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
+    // Populated at connection time, not on first use: a spare's first use
+    // is a failover, and faulting in a few thousand pages then would stall
+    // its first passes for milliseconds.
+    void* p = ::mmap(nullptr, layout.region_size, PROT_READ | PROT_WRITE,
+                     MAP_SHARED | MAP_POPULATE, memfd, 0);
     if (p == MAP_FAILED) return fail_errno("mapping the ring region");
     c.region = Mapping(p, layout.region_size);
     auto h = ring::attach_region(p, layout.region_size, layout);
@@ -286,10 +334,11 @@ class Driver {
     conns_[c.id].reset();
   }
 
-  unsigned poll_nic() {
+  unsigned poll_nic(bool drop_all) {
     uint32_t lens[kBatch];
     auto got = nic_->receive(rx_iov_, lens);
     if (!got || *got == 0) return 0;
+    if (drop_all) return *got;
     for (unsigned i = 0; i < *got; ++i) {
       if (lens[i] < kMinFrame) continue;
       stats::add(stats_->nic_rx_frames, 1);
@@ -339,12 +388,19 @@ class Driver {
     stats::add(c.stats->rx_bytes, len - kVnetHdrLen);
   }
 
-  unsigned poll_tx() {
+  unsigned poll_tx(bool drop_all) {
     unsigned work = 0;
     for (auto& c : conns_) {
-      if (c && c->active()) work += poll_tx(*c);
+      if (c && c->active()) work += drop_all ? discard_tx(*c) : poll_tx(*c);
     }
     return work;
+  }
+
+  unsigned discard_tx(Connection& c) {
+    auto avail = c.tx.available();
+    if (!avail || *avail == 0) return 0;
+    c.tx.release(*avail);
+    return *avail;
   }
 
   // Sends what one frontend posted; frames it sends with a foreign source MAC
@@ -396,6 +452,8 @@ class Driver {
   }
 
   DriverOptions opt_;
+  std::optional<inject::ControlFile> inject_;
+  std::vector<char*> leaked_;  // the leak fault's allocations, kept reachable
   std::unique_ptr<Nic> nic_;
   UniqueFd listen_;
   UniqueFd epoll_;
@@ -433,6 +491,12 @@ Result<Driver*> setup(const DriverOptions& o, std::unique_ptr<Driver>& out) {
   stats::set_name((*st)->name, o.name);
   stats::set_name((*st)->nic, o.nic);
   (*st)->pid.store(static_cast<uint64_t>(::getpid()));
+  std::optional<inject::ControlFile> inject;
+  if (!o.inject.empty()) {
+    auto f = inject::ControlFile::open(o.inject);
+    if (!f) return tl::unexpected(f.error());
+    inject = std::move(*f);
+  }
   UniqueFd ep(::epoll_create1(EPOLL_CLOEXEC));
   if (!ep) return fail_errno("creating epoll");
   epoll_event ev{EPOLLIN, {.u64 = tag(tag_nic, 0)}};
@@ -440,19 +504,21 @@ Result<Driver*> setup(const DriverOptions& o, std::unique_ptr<Driver>& out) {
   ev = {EPOLLIN, {.u64 = tag(tag_listen, 0)}};
   ::epoll_ctl(ep.get(), EPOLL_CTL_ADD, listen->get(), &ev);
   out = std::make_unique<Driver>(o, std::move(*nic), std::move(*listen), std::move(ep),
-                                 std::move(*st));
+                                 std::move(*st), std::move(inject));
   return out.get();
 }
 
 }  // namespace
 
 int run_driver(const DriverOptions& o) {
+  auto crash_stack = hang_up_on_crash();
   std::unique_ptr<Driver> driver;
   auto d = setup(o, driver);
   if (!d) {
     spdlog::error("driver {}: {}", o.name, d.error().message);
     return 1;
   }
+  if (auto s = serve_at(o.serve_nice); !s) spdlog::warn("driver {}: {}", o.name, s.error().message);
   if (o.sandbox) {
     sandbox::Policy policy;
     policy.memory_limit_bytes = o.memory_limit_mb << 20;

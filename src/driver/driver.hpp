@@ -7,6 +7,8 @@
 #include <cstdint>
 #include <string>
 
+#include "common/priority.hpp"
+
 namespace ng::driver {
 
 struct DriverOptions {
@@ -21,6 +23,8 @@ struct DriverOptions {
   // (1 ms cost an idle spare 2% of a core on the 2-core lab machine).
   uint32_t heartbeat_us = 10000;
   uint32_t spin_us = 50;  // busy-poll this long after work before sleeping
+  std::string inject;     // fault-injection control file; empty: none
+  int serve_nice = kKeepNice;  // scheduling priority once serving
   bool sandbox = true;
 };
 

@@ -104,6 +104,10 @@ Result<std::unique_ptr<Nic>> open_af_packet(const std::string& ifname) {
   }
   UniqueFd fd(::socket(AF_PACKET, SOCK_RAW | SOCK_NONBLOCK | SOCK_CLOEXEC, htons(ETH_P_ALL)));
   if (!fd) return fail_errno("opening a packet socket for {} (needs CAP_NET_RAW)", ifname);
+  // Opened before any frontend connects, this socket holds the lowest
+  // descriptor, and a dying process releases its files in the reverse order
+  // of their numbers: the frontends' sockets hang up first, before this
+  // one's release waits out an RCU grace period.
   // Order matters: the virtio header must be on before the socket is bound.
   if (auto s = set_int(fd.get(), SOL_PACKET, PACKET_VNET_HDR, 1, "PACKET_VNET_HDR"); !s) {
     return tl::unexpected(s.error());

@@ -55,6 +55,19 @@ void ng::cli::add_front_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--slot-size", opt->slot_size)->capture_default_str();
   cmd->add_option("--spin-us", opt->spin_us, "Busy-poll time before sleeping")
       ->capture_default_str();
+  cmd->add_option("--hang-timeout-ms", opt->hang_timeout_ms,
+                  "Heartbeat silence (after a kick) that counts as a hang")
+      ->capture_default_str();
+  cmd->add_option("--stall-timeout-ms", opt->stall_timeout_ms,
+                  "TX frames untaken this long, heartbeat alive, count as a stall")
+      ->capture_default_str();
+  cmd->add_flag("!--no-fence", opt->fence, "Do not SIGKILL a domain found hung, stalled or corrupt");
+  cmd->add_option("--events", opt->events, "Event log to append to (JSON lines)");
+  cmd->add_option("--serve-nice", opt->serve_nice,
+                  "Nice value to take once serving (the manager starts frontends lower)");
+  cmd->add_option("--hold-frames", opt->hold_frames,
+                  "Frames kept while no driver domain is up")
+      ->capture_default_str();
   cmd->callback(
       [=, &exit_code] { exit_code = run(*opt, *mac, *addrs, *drivers); });
 }

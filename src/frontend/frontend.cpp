@@ -6,19 +6,26 @@
 #include <sys/eventfd.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
+#include <sys/syscall.h>
 #include <sys/un.h>
+#include <unistd.h>
 
 #include <spdlog/spdlog.h>
 
+#include <csignal>
 #include <cstring>
+#include <deque>
 #include <memory>
 #include <optional>
+#include <vector>
 
 #include "common/clock.hpp"
+#include "common/events.hpp"
 #include "common/fd.hpp"
 #include "common/stats.hpp"
 #include "frontend/announce.hpp"
 #include "frontend/tap.hpp"
+#include "frontend/watchdog.hpp"
 #include "netlink/netlink.hpp"
 #include "protocol/protocol.hpp"
 #include "ring/idle.hpp"
@@ -35,6 +42,23 @@ constexpr uint32_t kVnetHdrLen = 10;
 constexpr uint32_t kMinFrame = kVnetHdrLen + 14;
 constexpr uint64_t kControlPollNs = 1'000'000;
 constexpr int kMaxSleepMs = 100;
+// After traffic the frontend keeps waking often enough to watch the active
+// domain's heartbeat; a host idle longer than this sleeps long.
+constexpr uint64_t kRecentTrafficNs = 1'000'000'000;
+// A spare carries nothing, so its hang costs no frames: it is judged on a
+// longer timeout and never on a stall.
+constexpr uint32_t kSpareTimeoutFactor = 20;
+
+enum class Detector { crash, hang, stall, violation };
+const char* detector_name(Detector d) {
+  switch (d) {
+    case Detector::crash: return "crash";
+    case Detector::hang: return "hang";
+    case Detector::stall: return "stall";
+    case Detector::violation: return "protocol-violation";
+  }
+  return "?";
+}
 
 enum Tag : uint32_t { tag_tap = 1, tag_sock = 2, tag_kick = 3 };
 uint64_t tag(Tag t, uint32_t id) { return uint64_t{t} << 32 | id; }
@@ -47,6 +71,10 @@ struct Backend {
   State state = State::down;
   proto::Role role = proto::Role::spare;
   UniqueFd sock;
+  // Kept across reconnections: unmapping a used region stalls the data path
+  // for milliseconds, right at a failover, and a restarted domain can just
+  // as well map the same memory again.
+  UniqueFd memfd;
   Mapping region;
   UniqueFd kick_driver;
   UniqueFd kick_front;
@@ -56,6 +84,12 @@ struct Backend {
   ring::Consumer rx;
   uint64_t next_attempt_ns = 0;
   stats::FrontBackend* st = nullptr;
+  pid_t pid = 0;      // the driver domain's process, from SO_PEERCRED
+  UniqueFd pidfd;     // to fence it without racing a pid reuse
+  Watchdog watchdog;
+  bool failed_before = false;  // its next connection is a re-join
+
+  std::string domain() const { return "driver-" + name; }
 
   void set_state(State s, proto::Role r) {
     state = s;
@@ -75,8 +109,13 @@ Result<UniqueFd> make_eventfd() {
 
 class Frontend {
  public:
-  Frontend(const FrontendOptions& o, UniqueFd tap, UniqueFd epoll, stats::FrontStatsFile st)
-      : opt_(o), tap_(std::move(tap)), epoll_(std::move(epoll)), stats_(std::move(st)) {
+  Frontend(const FrontendOptions& o, UniqueFd tap, UniqueFd epoll, stats::FrontStatsFile st,
+           EventLog events)
+      : opt_(o),
+        tap_(std::move(tap)),
+        epoll_(std::move(epoll)),
+        stats_(std::move(st)),
+        events_(std::move(events)) {
     for (uint32_t i = 0; i < o.backends.size(); ++i) {
       auto b = std::make_unique<Backend>();
       b->index = i;
@@ -98,9 +137,11 @@ class Frontend {
       unsigned work = 0;
       if (Backend* a = active()) work = ring_to_tap(*a) + tap_to_ring();
       uint64_t now = mono_ns();
+      if (work != 0) last_traffic_ns_ = now;
       if (now - last_control > kControlPollNs) {
         last_control = now;
         reconnect_due(now);
+        watch_backends(now);
         if (!handle_events(0)) return 1;
       }
       if (idler.keep_polling(work, now)) continue;
@@ -125,7 +166,7 @@ class Frontend {
     if (b == nullptr) return 0;  // frames wait in the TAP queue (bounded by the kernel)
     auto free = b->tx.free_slots();
     if (!free) {
-      fail_backend(*b, "protocol violation: " + free.error().message, true);
+      fail_backend(*b, Detector::violation, free.error().message);
       return 1;
     }
     unsigned n = std::min<unsigned>(*free, kBatch);
@@ -151,7 +192,7 @@ class Frontend {
   unsigned ring_to_tap(Backend& b) {
     auto avail = b.rx.available();
     if (!avail) {
-      fail_backend(b, "protocol violation: " + avail.error().message, true);
+      fail_backend(b, Detector::violation, avail.error().message);
       return 1;
     }
     unsigned n = std::min<unsigned>(*avail, kBatch);
@@ -160,8 +201,7 @@ class Frontend {
       auto f = b.rx.frame(i);
       if (!f || f->len < kMinFrame) {
         b.rx.release(i);
-        fail_backend(b, f ? "protocol violation: runt frame" : "protocol violation: " + f.error().message,
-                     true);
+        fail_backend(b, Detector::violation, f ? "runt frame" : f.error().message);
         return 1;
       }
       if (::write(tap_.get(), f->data, f->len) < 0) {
@@ -202,6 +242,11 @@ class Frontend {
 
   int sleep_ms(uint64_t now) {
     int ms = kMaxSleepMs;
+    bool suspecting = false;
+    for (auto& b : backends_) suspecting = suspecting || b->watchdog.suspecting();
+    if (active() != nullptr && (suspecting || now - last_traffic_ns_ < kRecentTrafficNs)) {
+      ms = std::max<int>(1, static_cast<int>(opt_.hang_timeout_ms / 2));
+    }
     for (auto& b : backends_) {
       if (b->state != Backend::State::down) continue;
       uint64_t due = b->next_attempt_ns > now ? b->next_attempt_ns - now : 0;
@@ -235,8 +280,54 @@ class Frontend {
       if (t == tag_kick && b.kick_front) ring::drain(b.kick_front.get());
       if (t == tag_sock && b.sock) on_socket(b, ev[i].events);
     }
-    if (n > 0) reconnect_due(mono_ns());
+    uint64_t now = mono_ns();
+    if (n > 0) reconnect_due(now);
+    watch_backends(now);
     return n > 0;
+  }
+
+  // ---- hang and stall detectors --------------------------------------------
+
+  void watch_backends(uint64_t now) {
+    for (auto& b : backends_) {
+      if (b->state == Backend::State::ready) watch(*b, now);
+    }
+  }
+
+
+  void watch(Backend& b, uint64_t now) {
+    if (auto s = b.tx.refresh(); !s) return fail_backend(b, Detector::violation, s.error().message);
+    uint64_t beat = b.header->heartbeat.value.load(std::memory_order_relaxed);
+    pid_t pid = b.pid;
+    auto sample = [pid] { return pid > 0 ? sample_process(pid) : ProcSample{true, 'R', 0}; };
+    Verdict v = b.watchdog.check(now, beat, b.tx.done(), b.tx.in_flight(), sample);
+    if (v == Verdict::demand_beat) return ring::kick(b.kick_driver.get());
+    // A beat that landed while the process was sampled clears the suspicion.
+    bool suspected = v == Verdict::hang || v == Verdict::crash;
+    if (suspected && b.header->heartbeat.value.load(std::memory_order_relaxed) != beat) return;
+    if (v == Verdict::hang) fail_backend(b, Detector::hang, b.watchdog.detail(), b.watchdog.silent_ns());
+    if (v == Verdict::crash) fail_backend(b, Detector::crash, b.watchdog.detail(), b.watchdog.silent_ns());
+    if (v == Verdict::stall) fail_backend(b, Detector::stall, b.watchdog.detail(), b.watchdog.silent_ns());
+  }
+
+  void arm_watchdog(Backend& b, bool active) {
+    WatchdogConfig c;
+    uint64_t factor = active ? 1 : kSpareTimeoutFactor;
+    c.hang_timeout_ns = uint64_t{opt_.hang_timeout_ms} * 1'000'000 * factor;
+    c.stall_timeout_ns = uint64_t{opt_.stall_timeout_ms} * 1'000'000 * factor;
+    b.watchdog = Watchdog(c);
+    b.watchdog.reset(mono_ns(), b.header->heartbeat.value.load(std::memory_order_relaxed),
+                     b.tx.done());
+  }
+
+  // The driver domain's pid (from the kernel, not from what it tells us) and
+  // a pidfd to fence it with.
+  void learn_peer(Backend& b, int sock) {
+    ucred cred{};
+    socklen_t len = sizeof(cred);
+    if (::getsockopt(sock, SOL_SOCKET, SO_PEERCRED, &cred, &len) != 0 || cred.pid <= 0) return;
+    b.pid = cred.pid;
+    b.pidfd.reset(static_cast<int>(::syscall(SYS_pidfd_open, cred.pid, 0)));
   }
 
   // ---- connection management ---------------------------------------------
@@ -254,6 +345,7 @@ class Frontend {
     addr.sun_family = AF_UNIX;
     std::strncpy(addr.sun_path, b.socket_path.c_str(), sizeof(addr.sun_path) - 1);
     if (::connect(s.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) return;
+    learn_peer(b, s.get());
     proto::Hello hello;
     hello.features = proto::kFeatureVnetHdr | proto::kFeatureHeartbeat;
     hello.app_name = opt_.name;
@@ -267,11 +359,13 @@ class Frontend {
   void on_socket(Backend& b, uint32_t events) {
     if (events & EPOLLIN) {
       auto msg = proto::recv_message(b.sock.get(), 0);
-      if (!msg) return fail_backend(b, msg.error().message, false);
-      if (auto s = on_message(b, msg->message); !s) return fail_backend(b, s.error().message, true);
+      if (!msg) return fail_backend(b, Detector::crash, msg.error().message);
+      if (auto s = on_message(b, msg->message); !s) {
+        return fail_backend(b, Detector::violation, s.error().message);
+      }
       return;
     }
-    if (events & (EPOLLHUP | EPOLLRDHUP | EPOLLERR)) fail_backend(b, "socket hang-up", false);
+    if (events & (EPOLLHUP | EPOLLRDHUP | EPOLLERR)) fail_backend(b, Detector::crash, "socket hang-up");
   }
 
   Status on_message(Backend& b, const proto::Message& m) {
@@ -289,6 +383,11 @@ class Frontend {
       stats::add(b.st->connects, 1);
       spdlog::info("frontend {}: connected to {} as {}", opt_.name, b.name,
                    proto::role_name(b.role));
+      arm_watchdog(b, b.role == proto::Role::active);
+      if (b.failed_before) {
+        events_.emit("rejoin", {{"domain", b.domain()}, {"pid", b.pid}, {"role", proto::role_name(b.role)}});
+      }
+      b.failed_before = false;
       if (b.role == proto::Role::active) set_active(b);
       promote_spare();
       return {};
@@ -300,17 +399,10 @@ class Frontend {
   Status send_setup(Backend& b) {
     auto layout = ring::compute_layout(opt_.tx_slots, opt_.rx_slots, opt_.slot_size);
     if (!layout) return tl::unexpected(layout.error());
-    UniqueFd mem(::memfd_create("nicguard-ring", MFD_CLOEXEC | MFD_ALLOW_SEALING));
-    if (!mem) return fail_errno("creating the ring region");
-    if (::ftruncate(mem.get(), static_cast<off_t>(layout->region_size)) != 0) {
-      return fail_errno("sizing the ring region");
+    if (!b.region.valid()) {
+      if (auto s = create_region(b, *layout); !s) return s;
     }
-    if (::fcntl(mem.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) {
-      return fail_errno("sealing the ring region");
-    }
-    void* p = ::mmap(nullptr, layout->region_size, PROT_READ | PROT_WRITE, MAP_SHARED, mem.get(), 0);
-    if (p == MAP_FAILED) return fail_errno("mapping the ring region");
-    b.region = Mapping(p, layout->region_size);
+    void* p = b.region.data();
     b.layout = *layout;
     b.header = ring::init_region(p, *layout);
     b.tx = ring::Producer(ring::tx_ring(p, *layout));
@@ -330,9 +422,28 @@ class Frontend {
     s.rx_slots = layout->rx_slots;
     s.slot_size = layout->slot_size;
     s.region_size = layout->region_size;
-    int fds[3] = {mem.get(), b.kick_driver.get(), b.kick_front.get()};
+    int fds[3] = {b.memfd.get(), b.kick_driver.get(), b.kick_front.get()};
     if (auto st = proto::send_message(b.sock.get(), s, fds); !st) return st;
     b.set_state(Backend::State::setup_sent, s.role);
+    return {};
+  }
+
+  Status create_region(Backend& b, const ring::Layout& layout) {
+    UniqueFd mem(::memfd_create("nicguard-ring", MFD_CLOEXEC | MFD_ALLOW_SEALING));
+    if (!mem) return fail_errno("creating the ring region");
+    if (::ftruncate(mem.get(), static_cast<off_t>(layout.region_size)) != 0) {
+      return fail_errno("sizing the ring region");
+    }
+    if (::fcntl(mem.get(), F_ADD_SEALS, F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL) != 0) {
+      return fail_errno("sealing the ring region");
+    }
+    // Populated now, not on first use: a spare's first use is a failover,
+    // and faulting in a few thousand pages then stalls it for milliseconds.
+    void* p = ::mmap(nullptr, layout.region_size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE,
+                     mem.get(), 0);
+    if (p == MAP_FAILED) return fail_errno("mapping the ring region");
+    b.region = Mapping(p, layout.region_size);
+    b.memfd = std::move(mem);
     return {};
   }
 
@@ -360,6 +471,7 @@ class Frontend {
       proto::send_message(o->sock.get(), proto::Activate{proto::Role::active});
       set_active(*o);
       spdlog::info("frontend {}: {} promoted to active", opt_.name, o->name);
+      arm_watchdog(*o, true);
       return;
     }
   }
@@ -368,6 +480,7 @@ class Frontend {
     active_ = static_cast<int>(b.index);
     stats_->active.store(active_, std::memory_order_relaxed);
     b.set_state(Backend::State::ready, proto::Role::active);
+    resume_held(b);
   }
 
   void close_backend(Backend& b) {
@@ -379,19 +492,27 @@ class Frontend {
     b.header = nullptr;
     b.tx = {};
     b.rx = {};
-    b.region.reset();
+    b.pidfd.reset();
+    b.pid = 0;
     b.set_state(Backend::State::down, proto::Role::spare);
     b.next_attempt_ns = mono_ns() + uint64_t{opt_.reconnect_ms} * 1'000'000;
   }
 
-  void fail_backend(Backend& b, const std::string& why, bool violation) {
-    if (violation) {
-      stats::add(b.st->malformed, 1);
-      stats::add(stats_->malformed, 1);
-    }
+  // One detector fired for b: count and log it, fence the domain when it may
+  // still be running, and if it was the active one move to the spare (or
+  // hold the unfinished frames until a domain comes back).
+  void fail_backend(Backend& b, Detector d, const std::string& why, uint64_t silent_ns = 0) {
+    uint64_t t0 = mono_ns();
+    count_detection(b, d, silent_ns);
     bool was_active = active_ == static_cast<int>(b.index);
-    spdlog::warn("frontend {}: driver domain {} failed ({}){}", opt_.name, b.name, why,
-                 was_active ? ", switching" : "");
+    spdlog::warn("frontend {}: driver domain {} failed: {}: {}{}", opt_.name, b.name,
+                 detector_name(d), why, was_active ? ", switching" : "");
+    nlohmann::json ev = {{"detector", detector_name(d)}, {"domain", b.domain()}, {"pid", b.pid},
+                         {"role", was_active ? "active" : "spare"}, {"detail", why}};
+    if (silent_ns != 0) ev["detection_latency_us"] = silent_ns / 1000;
+    events_.emit("detect", ev);
+    if (d != Detector::crash) fence(b, d);
+    b.failed_before = true;
     if (!was_active) {
       close_backend(b);
       return promote_spare();
@@ -402,22 +523,107 @@ class Frontend {
     for (auto& o : backends_) {
       if (o.get() != &b && o->state == Backend::State::ready) next = o.get();
     }
-    if (next != nullptr) switch_to(*next, b);
+    if (next != nullptr) {
+      switch_to(*next, b, t0);
+    } else {
+      hold(b);
+    }
     close_backend(b);
+  }
+
+  void count_detection(Backend& b, Detector d, uint64_t silent_ns) {
+    if (d == Detector::violation) stats::add(b.st->malformed, 1);
+    if (d == Detector::violation) stats::add(stats_->malformed, 1);
+    stats::Counter& c = d == Detector::crash  ? stats_->detected_crash
+                 : d == Detector::hang ? stats_->detected_hang
+                 : d == Detector::stall ? stats_->detected_stall
+                                        : stats_->detected_violation;
+    stats::add(c, 1);
+    if (silent_ns != 0) stats_->last_detect_us.store(silent_ns / 1000, std::memory_order_relaxed);
+  }
+
+  // A hung or misbehaving domain must not transmit again once its frames
+  // are re-posted elsewhere, and every other frontend must learn of the
+  // verdict: SIGKILL does both (the others see the hang-up at once).
+  void fence(Backend& b, Detector d) {
+    if (!opt_.fence || !b.pidfd) return;
+    if (::syscall(SYS_pidfd_send_signal, b.pidfd.get(), SIGKILL, nullptr, 0) != 0) {
+      events_.emit("fence-failed", {{"domain", b.domain()}, {"pid", b.pid}, {"error", std::strerror(errno)}});
+      return;
+    }
+    stats::add(stats_->fences, 1);
+    events_.emit("fence", {{"domain", b.domain()}, {"pid", b.pid}, {"signal", "SIGKILL"},
+                           {"reason", detector_name(d)}});
   }
 
   // Makes `next` active, re-posts what `failed` took but never finished and
   // announces the app's addresses so the switch learns the new port.
-  void switch_to(Backend& next, Backend& failed) {
+  void switch_to(Backend& next, Backend& failed, uint64_t t0) {
     proto::send_message(next.sock.get(), proto::Activate{proto::Role::active});
     set_active(next);
+    arm_watchdog(next, true);
     stats::add(stats_->failovers, 1);
-    unsigned posted = replay(next, failed);
-    for (const auto& frame : announcements(opt_.mac, opt_.addresses)) {
-      posted += post(next, frame.data(), static_cast<uint32_t>(frame.size()), true);
-    }
-    if (posted != 0) ring::kick(next.kick_driver.get());
+    unsigned replayed = replay(next, failed);
+    unsigned announced = announce(next);
+    ring::kick(next.kick_driver.get());
+    uint64_t took = mono_ns() - t0;
+    stats_->last_switch_us.store(took / 1000, std::memory_order_relaxed);
+    events_.emit("switch", {{"from", failed.domain()}, {"to", next.domain()}, {"replayed", replayed},
+                            {"announced", announced}, {"switch_us", took / 1000}});
     spdlog::info("frontend {}: now active on {}", opt_.name, next.name);
+  }
+
+  unsigned announce(Backend& b) {
+    unsigned n = 0;
+    for (const auto& frame : announcements(opt_.mac, opt_.addresses)) {
+      n += post(b, frame.data(), static_cast<uint32_t>(frame.size()), true);
+    }
+    return n;
+  }
+
+  // ---- no domain up: the hold queue ---------------------------------------
+
+  // Keeps what the failed domain took but never finished; the TAP queue
+  // behind it holds what the app sends meanwhile (the kernel bounds it).
+  void hold(Backend& failed) {
+    uint64_t dropped = 0;
+    if (failed.tx.attached() && failed.tx.refresh()) {
+      for (uint32_t i = failed.tx.done(); i != failed.tx.prod(); ++i) {
+        ring::Desc d = failed.tx.desc_at(i);
+        if (d.offset >= failed.tx.slot_size() || d.len > failed.tx.slot_size() - d.offset) continue;
+        if (held_.size() >= opt_.hold_frames) {
+          ++dropped;
+          continue;
+        }
+        const std::byte* p = failed.tx.slot_at(i) + d.offset;
+        held_.emplace_back(p, p + d.len);
+      }
+    }
+    stats::add(stats_->held_frames, held_.size());
+    stats::add(stats_->hold_drops, dropped);
+    stats::add(stats_->tx_drops, dropped);
+    resuming_ = true;
+    events_.emit("hold", {{"from", failed.domain()}, {"held", held_.size()}, {"dropped", dropped}});
+    spdlog::warn("frontend {}: no driver domain up; holding {} frames", opt_.name, held_.size());
+  }
+
+  void resume_held(Backend& b) {
+    if (!resuming_) return;
+    resuming_ = false;
+    unsigned posted = 0;
+    while (!held_.empty()) {
+      const auto& f = held_.front();
+      if (post(b, f.data(), static_cast<uint32_t>(f.size()), false) == 0) break;
+      held_.pop_front();
+      ++posted;
+    }
+    uint64_t dropped = held_.size();
+    held_.clear();
+    stats::add(stats_->hold_drops, dropped);
+    posted += announce(b);
+    ring::kick(b.kick_driver.get());
+    events_.emit("resume", {{"to", b.domain()}, {"posted", posted}, {"dropped", dropped}});
+    spdlog::info("frontend {}: resumed on {}", opt_.name, b.name);
   }
 
   unsigned replay(Backend& next, Backend& failed) {
@@ -454,9 +660,13 @@ class Frontend {
   UniqueFd tap_;
   UniqueFd epoll_;
   stats::FrontStatsFile stats_;
+  EventLog events_;
   std::vector<std::unique_ptr<Backend>> backends_;
   int active_ = -1;
   bool tap_armed_ = true;
+  uint64_t last_traffic_ns_ = 0;
+  std::deque<std::vector<std::byte>> held_;  // see hold()
+  bool resuming_ = false;                     // frames held, waiting for a domain
 };
 
 Result<std::unique_ptr<Frontend>> setup(const FrontendOptions& o) {
@@ -474,7 +684,15 @@ Result<std::unique_ptr<Frontend>> setup(const FrontendOptions& o) {
   if (!tap) return tl::unexpected(tap.error());
   UniqueFd ep(::epoll_create1(EPOLL_CLOEXEC));
   if (!ep) return fail_errno("creating epoll");
-  return std::make_unique<Frontend>(o, std::move(*tap), std::move(ep), std::move(*st));
+  EventLog events;
+  if (!o.events.empty()) {
+    auto e = EventLog::open(o.events);
+    if (!e) return tl::unexpected(e.error());
+    events = std::move(*e);
+    events.set_source("front-" + o.name);
+  }
+  return std::make_unique<Frontend>(o, std::move(*tap), std::move(ep), std::move(*st),
+                                    std::move(events));
 }
 
 }  // namespace
@@ -485,6 +703,7 @@ int run_frontend(const FrontendOptions& o) {
     spdlog::error("frontend {}: {}", o.name, f.error().message);
     return 1;
   }
+  if (auto s = serve_at(o.serve_nice); !s) spdlog::warn("frontend {}: {}", o.name, s.error().message);
   spdlog::info("frontend {}: TAP {} up with {} ({} driver domains)", o.name, o.tap,
                format_mac(o.mac), o.backends.size());
   return (*f)->run();

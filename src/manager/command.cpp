@@ -9,6 +9,7 @@
 #include "manager/config.hpp"
 #include "manager/control.hpp"
 #include "manager/manager.hpp"
+#include "manager/metrics.hpp"
 
 namespace {
 
@@ -21,6 +22,7 @@ struct StatusOptions {
   std::string config;
   std::string socket;
   bool json = false;
+  bool metrics = false;
   int timeout_ms = 3000;
 };
 
@@ -63,6 +65,11 @@ void print_status(const StatusOptions& o, int& exit_code) {
     exit_code = 0;
     return;
   }
+  if (o.metrics) {
+    fmt::print("{}", ng::manager::format_metrics(*answer));
+    exit_code = 0;
+    return;
+  }
   try {
     fmt::print("{}", ng::manager::format_status_table(*answer));
     exit_code = 0;
@@ -79,7 +86,10 @@ void add_status(CLI::App& app, int& exit_code) {
   auto* c = sub->add_option("-c,--config", opts->config, "the manager's configuration file");
   auto* s = sub->add_option("-s,--socket", opts->socket, "the manager's control socket");
   c->excludes(s);
-  sub->add_flag("--json", opts->json, "print the manager's JSON answer");
+  auto* j = sub->add_flag("--json", opts->json, "print the manager's JSON answer");
+  sub->add_flag("--metrics", opts->metrics,
+                "print Prometheus metrics (text format 0.0.4) instead of tables")
+      ->excludes(j);
   sub->add_option("--timeout-ms", opts->timeout_ms, "how long to wait for the manager")
       ->capture_default_str()
       ->check(CLI::Range(1, 600000));
@@ -100,4 +110,5 @@ void add_status(CLI::App& app, int& exit_code) {
 void ng::cli::add_manager_commands(CLI::App& app, int& exit_code) {
   add_manager(app, exit_code);
   add_status(app, exit_code);
+  ng::cli::add_events_command(app, exit_code);
 }

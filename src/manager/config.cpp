@@ -13,6 +13,7 @@
 #include <fmt/ranges.h>
 #include <toml++/toml.h>
 
+#include "manager/metrics.hpp"
 #include "ring/ring.hpp"
 
 namespace ng::manager {
@@ -180,9 +181,11 @@ struct Parser {
   explicit Parser(std::string_view origin) : errors(origin) { config.origin = origin; }
 
   void parse_root(const toml::table& root) {
-    TableReader r(root, "", {"manager", "ring", "driver", "app"}, errors);
+    TableReader r(root, "", {"manager", "ring", "detect", "metrics", "driver", "app"}, errors);
     parse_manager(root);
     parse_ring(root);
+    parse_detect(root);
+    parse_metrics(root);
     parse_drivers(root);
     parse_apps(root);
     check_policy(root);
@@ -231,6 +234,40 @@ struct Parser {
       config.control_socket = *s;
     } else if (!config.state_dir.empty()) {
       config.control_socket = config.path("control.sock");
+    }
+  }
+
+  void parse_detect(const toml::table& root) {
+    const toml::table* t = table(root, "detect", false);
+    if (t == nullptr) return;
+    TableReader r(*t, "detect", {"heartbeat_ms", "hang_timeout_ms", "stall_timeout_ms", "carrier"},
+                  errors);
+    auto& d = config.detect;
+    if (auto v = r.integer("heartbeat_ms", false, 1, 1000)) d.heartbeat_ms = static_cast<uint32_t>(*v);
+    if (auto v = r.integer("hang_timeout_ms", false, 2, 10000)) {
+      d.hang_timeout_ms = static_cast<uint32_t>(*v);
+    }
+    if (auto v = r.integer("stall_timeout_ms", false, 5, 60000)) {
+      d.stall_timeout_ms = static_cast<uint32_t>(*v);
+    }
+    if (const toml::node* n = r.node("carrier")) {
+      if (n->is_boolean()) {
+        d.carrier = n->as_boolean()->get();
+      } else {
+        errors.at(n, "detect.carrier", "wrong type; expected true or false");
+      }
+    }
+  }
+
+  void parse_metrics(const toml::table& root) {
+    const toml::table* t = table(root, "metrics", false);
+    if (t == nullptr) return;
+    TableReader r(*t, "metrics", {"listen"}, errors);
+    if (auto l = r.string("listen", false)) {
+      if (auto s = check_metrics_listen(*l); !s) {
+        errors.at(r.node("listen"), "metrics.listen", s.error().message);
+      }
+      config.metrics.listen = *l;
     }
   }
 
@@ -471,6 +508,11 @@ std::string to_toml(const Config& c) {
   root.insert("ring", toml::table{{"tx_slots", int64_t{c.ring.tx_slots}},
                                   {"rx_slots", int64_t{c.ring.rx_slots}},
                                   {"slot_size", int64_t{c.ring.slot_size}}});
+  root.insert("detect", toml::table{{"heartbeat_ms", int64_t{c.detect.heartbeat_ms}},
+                                    {"hang_timeout_ms", int64_t{c.detect.hang_timeout_ms}},
+                                    {"stall_timeout_ms", int64_t{c.detect.stall_timeout_ms}},
+                                    {"carrier", c.detect.carrier}});
+  if (!c.metrics.listen.empty()) root.insert("metrics", toml::table{{"listen", c.metrics.listen}});
   toml::array drivers;
   for (const auto& d : c.drivers) {
     drivers.push_back(toml::table{{"name", d.name},

@@ -26,6 +26,18 @@ struct RingConfig {
   uint32_t slot_size = 65600;
 };
 
+// How driver-domain failures are detected (docs/config.md, [detect]).
+struct DetectConfig {
+  uint32_t heartbeat_ms = 10;      // a driver's heartbeat period while idle
+  uint32_t hang_timeout_ms = 6;    // heartbeat silent this long, though asked for, = hang
+  uint32_t stall_timeout_ms = 50;  // TX frames not taken this long, heartbeat alive = stall
+  bool carrier = true;             // carrier loss on a domain's NIC is its failure
+};
+
+struct MetricsConfig {
+  std::string listen;  // "HOST:PORT" on loopback or "unix:/path"; empty: no listener
+};
+
 struct DriverConfig {
   std::string name;
   std::string nic;
@@ -49,6 +61,8 @@ struct Config {
   Policy policy = Policy::warm_spare;
   std::string control_socket;  // defaults to "<state_dir>/control.sock"
   RingConfig ring;
+  DetectConfig detect;
+  MetricsConfig metrics;
   std::vector<DriverConfig> drivers;  // config order: the first starts as the active one
   std::vector<AppConfig> apps;
 

@@ -4,6 +4,7 @@
 #include <poll.h>
 #include <sys/epoll.h>
 #include <sys/file.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
@@ -27,9 +28,11 @@ namespace {
 
 constexpr uint64_t kSignalKey = 1ULL << 62;
 constexpr uint64_t kControlKey = kSignalKey + 1;
-constexpr uint32_t kFirstBackoffMs = 100;
+constexpr uint64_t kMetricsKey = kSignalKey + 2;
+constexpr uint64_t kLinkKey = 1ULL << 61;  // + child index
+constexpr uint32_t kFirstBackoffMs = 100;  // after a domain failed again soon after a restart
 constexpr uint32_t kMaxBackoffMs = 5000;
-constexpr uint64_t kStableNs = 10'000'000'000ULL;  // up this long: back-off starts over
+constexpr uint64_t kStableNs = 2'000'000'000ULL;  // up this long: the next restart is immediate
 constexpr int kTermGraceMs = 2000;
 constexpr int kKillWaitMs = 1000;
 constexpr uint64_t kSocketWaitNs = 3'000'000'000ULL;
@@ -48,14 +51,6 @@ uint64_t wall_coarse_ns() {
   timespec ts{};
   ::clock_gettime(CLOCK_REALTIME_COARSE, &ts);
   return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000ULL + static_cast<uint64_t>(ts.tv_nsec);
-}
-
-std::string iso8601(uint64_t ns) {
-  time_t secs = static_cast<time_t>(ns / 1'000'000'000ULL);
-  tm t{};
-  ::gmtime_r(&secs, &t);
-  return fmt::format("{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z", t.tm_year + 1900, t.tm_mon + 1,
-                     t.tm_mday, t.tm_hour, t.tm_min, t.tm_sec, (ns % 1'000'000'000ULL) / 1000);
 }
 
 std::vector<std::string> read_cmdline(pid_t pid) {
@@ -122,8 +117,15 @@ std::vector<size_t> wait_exits(const std::vector<int>& fds, int timeout_ms) {
 }
 
 // The child side of spawn(): only async-signal-safe calls until execv.
+// A domain starts up (exec, libraries, set-up: tens of milliseconds of CPU)
+// at a low priority, so that restarting a failed one right after a failover
+// does not take the CPU from the data path that just took over; it returns
+// to the manager's own priority (--serve-nice) once it serves.
+constexpr int kStartupNiceOffset = 10;
+
 [[noreturn]] void exec_child(int null_fd, int log_fd, char* const* argv, const sigset_t* mask) {
   ::setsid();
+  ::setpriority(PRIO_PROCESS, 0, std::min(19, ::getpriority(PRIO_PROCESS, 0) + kStartupNiceOffset));
   ::sigprocmask(SIG_SETMASK, mask, nullptr);
   ::dup2(null_fd, STDIN_FILENO);
   ::dup2(log_fd, STDOUT_FILENO);
@@ -251,8 +253,10 @@ Status Manager::take_state_dir() {
   lock_fd_ = std::move(fd);
 
   std::string events = config_.path("events.jsonl");
-  events_fd_.reset(::open(events.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
-  if (!events_fd_) return fail_errno("opening {}", events);
+  auto log = EventLog::open(events);
+  if (!log) return tl::unexpected(log.error());
+  events_ = std::move(*log);
+  events_.set_source("manager");
   event("manager-start", nullptr, {{"pid", ::getpid()}, {"config", config_.origin}});
   return {};
 }
@@ -306,6 +310,14 @@ Status Manager::setup_driver_netns(const DriverConfig& d) {
                 "driver's nic key",
                 d.nic, d.netns);
   }
+  return prepare_nic(d, ns.get());
+}
+
+// MTU, silence and up: done at start and again before each restart, since a
+// failed domain (or a fault) may have left the NIC down.
+Status Manager::prepare_nic(const DriverConfig& d, int ns_fd) {
+  auto inner = netlink::Session::open(ns_fd);
+  if (!inner) return tl::unexpected(inner.error());
   auto mtu = inner->mtu(d.nic);
   if (!mtu) return tl::unexpected(mtu.error());
   if (*mtu < config_.max_app_mtu()) {
@@ -315,7 +327,7 @@ Status Manager::setup_driver_netns(const DriverConfig& d) {
   // solicitations): only the driver domain's frames may leave it. Without
   // /proc/sys/net/ipv6 the kernel has no IPv6 at all.
   if (::access("/proc/sys/net/ipv6", F_OK) == 0) {
-    auto s = netlink::write_sysctl(ns.get(), "net/ipv6/conf/" + d.nic + "/disable_ipv6", "1");
+    auto s = netlink::write_sysctl(ns_fd, "net/ipv6/conf/" + d.nic + "/disable_ipv6", "1");
     if (!s) return s;
   }
   return inner->set_up(d.nic);
@@ -337,7 +349,12 @@ Status Manager::start_control() {
                                       [this](const nlohmann::json& r) { return handle_request(r); });
   if (!server) return tl::unexpected(server.error());
   control_ = std::move(*server);
-  return watch_fd(control_->fd(), kControlKey);
+  if (auto s = watch_fd(control_->fd(), kControlKey); !s) return s;
+  if (config_.metrics.listen.empty()) return {};
+  auto m = MetricsServer::listen(config_.metrics.listen, [this] { return format_metrics(status_json()); });
+  if (!m) return tl::unexpected(m.error());
+  metrics_ = std::move(*m);
+  return watch_fd(metrics_->fd(), kMetricsKey);
 }
 
 void Manager::build_children() {
@@ -346,18 +363,23 @@ void Manager::build_children() {
     Child c;
     c.kind = ChildKind::driver;
     c.name = d.name;
+    c.config_index = static_cast<size_t>(&d - config_.drivers.data());
     c.args = {"driver",   "--name",  d.name,
               "--netns",  netlink::netns_path(d.netns),
               "--nic",    d.nic,
               "--socket", config_.driver_socket(d.name),
               "--stats",  config_.path("driver-" + d.name + ".stats"),
-              "--memory-limit-mb", std::to_string(d.memory_limit_mb)};
+              "--memory-limit-mb", std::to_string(d.memory_limit_mb),
+              "--heartbeat-us", std::to_string(config_.detect.heartbeat_ms * 1000),
+              "--inject", config_.path("driver-" + d.name + ".inject"),
+              "--serve-nice", std::to_string(::getpriority(PRIO_PROCESS, 0))};
     children_.push_back(std::move(c));
   }
   for (const auto& a : config_.apps) {
     Child c;
     c.kind = ChildKind::front;
     c.name = a.name;
+    c.config_index = static_cast<size_t>(&a - config_.apps.data());
     c.args = {"front", "--name", a.name, "--netns", netlink::netns_path(a.netns),
               "--mac", format_mac(a.mac), "--mtu", std::to_string(a.mtu)};
     for (const auto& x : a.ipv4) c.args.insert(c.args.end(), {"--ipv4", x.text});
@@ -368,7 +390,11 @@ void Manager::build_children() {
     c.args.insert(c.args.end(), {"--stats", config_.path("front-" + a.name + ".stats"),
                                  "--tx-slots", std::to_string(r.tx_slots),
                                  "--rx-slots", std::to_string(r.rx_slots),
-                                 "--slot-size", std::to_string(r.slot_size)});
+                                 "--slot-size", std::to_string(r.slot_size),
+                                 "--hang-timeout-ms", std::to_string(config_.detect.hang_timeout_ms),
+                                 "--stall-timeout-ms", std::to_string(config_.detect.stall_timeout_ms),
+                                 "--events", config_.path("events.jsonl"),
+                                 "--serve-nice", std::to_string(::getpriority(PRIO_PROCESS, 0))});
     children_.push_back(std::move(c));
   }
 }
@@ -376,6 +402,12 @@ void Manager::build_children() {
 Status Manager::setup_children() {
   build_children();
   for (auto& c : children_) {
+    if (c.kind == ChildKind::driver) {
+      auto f = inject::ControlFile::create(config_.path(c.domain() + ".inject"));
+      if (!f) return tl::unexpected(f.error());
+      c.inject = std::move(*f);
+      watch_carrier(c);
+    }
     if (c.kind == ChildKind::front && c.name == config_.apps.front().name) wait_driver_sockets();
     if (try_adopt(c)) continue;
     if (auto s = spawn(c); !s) return s;
@@ -491,6 +523,10 @@ Status Manager::run() {
         handle_signal();
       } else if (key == kControlKey) {
         control_->process();
+      } else if (key == kMetricsKey) {
+        metrics_->process();
+      } else if (key >= kLinkKey && key - kLinkKey < children_.size()) {
+        on_link_event(children_[key - kLinkKey]);
       } else if (key < children_.size() && children_[key].pidfd) {
         on_child_exit(children_[key]);
       }
@@ -529,6 +565,7 @@ void Manager::on_child_exit(Child& c) {
   }
   pid_t old = c.pid;
   uint64_t up = mono_ns() - c.started_mono_ns;
+  if (c.inject) c.inject->arm(inject::Fault::none);  // a restarted domain starts healthy
   c.pidfd.reset();
   c.pid = 0;
   c.driver_stats.reset();
@@ -539,9 +576,10 @@ void Manager::on_child_exit(Child& c) {
     spdlog::info("{}: pid {} {}", c.domain(), old, status);
     return;
   }
-  c.backoff_ms = (up >= kStableNs || c.backoff_ms == 0) ? kFirstBackoffMs
-                                                        : std::min(c.backoff_ms * 2, kMaxBackoffMs);
-  c.restart_at_ns = mono_ns() + uint64_t{c.backoff_ms} * 1'000'000;
+  // The first failure after a stable run restarts at once; a domain that
+  // keeps failing soon after its restart backs off so it cannot spin.
+  c.backoff_ms = up >= kStableNs ? 0 : std::clamp(c.backoff_ms * 2, kFirstBackoffMs, kMaxBackoffMs);
+  c.restart_at_ns = mono_ns() + uint64_t{c.backoff_ms} * 1'000'000 + 1;
   spdlog::warn("{}: pid {} {} after {} ms up; restarting in {} ms", c.domain(), old, status,
                up / 1'000'000, c.backoff_ms);
 }
@@ -552,6 +590,7 @@ void Manager::restart_due() {
     if (c.restart_at_ns == 0 || c.restart_at_ns > now || stopping_) continue;
     c.restart_at_ns = 0;
     ++c.restarts;
+    if (auto s = reset_nic(c); !s) spdlog::warn("{}: {}", c.domain(), s.error().message);
     if (auto s = spawn(c); !s) {
       c.backoff_ms = std::min(c.backoff_ms * 2, kMaxBackoffMs);
       c.restart_at_ns = now + uint64_t{c.backoff_ms} * 1'000'000;
@@ -577,13 +616,112 @@ nlohmann::json Manager::handle_request(const nlohmann::json& request) {
   auto it = request.find("cmd");
   std::string cmd = it != request.end() && it->is_string() ? it->get<std::string>() : "";
   if (cmd == "status") return status_json();
+  if (cmd == "inject") return inject(request);
   if (cmd == "shutdown") {
     spdlog::info("manager: shutdown requested on the control socket");
     stopping_ = true;
     return {{"ok", true}};
   }
   return {{"ok", false},
-          {"error", fmt::format("unknown cmd '{}': expected \"status\" or \"shutdown\"", cmd)}};
+          {"error", fmt::format("unknown cmd '{}': expected \"status\", \"inject\" or \"shutdown\"", cmd)}};
+}
+
+Child* Manager::find_driver(const std::string& name) {
+  for (auto& c : children_) {
+    if (c.kind == ChildKind::driver && (c.name == name || c.domain() == name)) return &c;
+  }
+  return nullptr;
+}
+
+// {"cmd":"inject","domain":"a","fault":"hang"}: only root reaches the
+// control socket, which is what makes the driver's hooks safe to ship.
+nlohmann::json Manager::inject(const nlohmann::json& request) {
+  auto text = [&](const char* key) {
+    auto it = request.find(key);
+    return it != request.end() && it->is_string() ? it->get<std::string>() : std::string();
+  };
+  Child* c = find_driver(text("domain"));
+  if (c == nullptr) {
+    return {{"ok", false}, {"error", fmt::format("no driver domain '{}' in {}", text("domain"), config_.origin)}};
+  }
+  auto fault = inject::parse_fault(text("fault"));
+  if (!fault) {
+    return {{"ok", false}, {"error", fmt::format("unknown fault '{}': expected one of {}", text("fault"),
+                                                 inject::fault_list())}};
+  }
+  if (c->pid == 0 || !c->pidfd) return {{"ok", false}, {"error", c->domain() + " is not running"}};
+  Status done;
+  if (*fault == inject::Fault::kill) done = pidfd_signal(c->pidfd.get(), SIGKILL) == 0 ? Status{} : fail_errno("SIGKILL");
+  if (*fault == inject::Fault::freeze) done = pidfd_signal(c->pidfd.get(), SIGSTOP) == 0 ? Status{} : fail_errno("SIGSTOP");
+  if (*fault == inject::Fault::link_down) done = reset_nic_down(*c);
+  if (inject::inside_domain(*fault)) c->inject->arm(*fault);
+  if (!done) return {{"ok", false}, {"error", done.error().message}};
+  ++injections_;
+  uint64_t at = mono_ns();
+  event("inject", c, {{"fault", inject::fault_name(*fault)}, {"pid", c->pid}});
+  return {{"ok", true}, {"domain", c->domain()}, {"fault", inject::fault_name(*fault)}, {"pid", c->pid},
+          {"ts_mono_ns", at}};
+}
+
+Status Manager::reset_nic(const Child& c) {
+  if (c.kind != ChildKind::driver) return {};
+  const DriverConfig& d = config_.drivers[c.config_index];
+  auto ns = netlink::open_netns(d.netns);
+  if (!ns) return tl::unexpected(ns.error());
+  return prepare_nic(d, ns->get());
+}
+
+Status Manager::reset_nic_down(const Child& c) {
+  const DriverConfig& d = config_.drivers[c.config_index];
+  auto ns = netlink::open_netns(d.netns);
+  if (!ns) return tl::unexpected(ns.error());
+  auto s = netlink::Session::open(ns->get());
+  if (!s) return tl::unexpected(s.error());
+  return s->set_up(d.nic, false);
+}
+
+// ---- carrier detector ------------------------------------------------------
+
+void Manager::watch_carrier(Child& c) {
+  const DriverConfig& d = config_.drivers[c.config_index];
+  if (!config_.detect.carrier) return;
+  auto ns = netlink::open_netns(d.netns);
+  auto w = ns ? netlink::LinkWatcher::open(ns->get(), d.nic)
+              : Result<netlink::LinkWatcher>(tl::unexpected(ns.error()));
+  if (!w) {
+    spdlog::warn("{}: carrier detector off: {}", c.domain(), w.error().message);
+    return;
+  }
+  c.link = std::move(*w);
+  if (auto s = watch_fd(c.link->fd(), kLinkKey + static_cast<uint64_t>(&c - children_.data())); !s) {
+    spdlog::warn("{}: carrier detector off: {}", c.domain(), s.error().message);
+    c.link.reset();
+  }
+}
+
+void Manager::on_link_event(Child& c) {
+  if (!c.link) return;
+  bool before = c.link->carrier();
+  auto now = c.link->drain();
+  if (!now) {
+    spdlog::warn("{}: {}", c.domain(), now.error().message);
+    return;
+  }
+  if (before == *now) return;
+  const DriverConfig& d = config_.drivers[c.config_index];
+  event(*now ? "carrier-up" : "carrier-down", &c, {{"nic", d.nic}});
+  if (*now || c.pid == 0 || stopping_) return;
+  ++carrier_losses_;
+  spdlog::warn("{}: NIC {} lost its carrier", c.domain(), d.nic);
+  event("detect", &c, {{"detector", "carrier"}, {"pid", c.pid}, {"detail", fmt::format("NIC {} lost its carrier", d.nic)}});
+  fence(c, "carrier");
+}
+
+// The verdict every frontend hears at once: the domain's sockets hang up.
+void Manager::fence(Child& c, const std::string& reason) {
+  if (!c.pidfd || pidfd_signal(c.pidfd.get(), SIGKILL) != 0) return;
+  ++fences_;
+  event("fence", &c, {{"pid", c.pid}, {"signal", "SIGKILL"}, {"reason", reason}});
 }
 
 // Stops the children this run spawned and undoes this run's host changes;
@@ -597,6 +735,7 @@ void Manager::abort_start() {
   for (const auto& n : fresh_.moved_nics) owned_.moved_nics.erase(n);
   save_owned();
   if (control_) remove_file(control_->path());
+  metrics_.reset();
   event("manager-stop", nullptr, {{"reason", "start failed"}});
   remove_file(config_.path("manager.pid"));
 }
@@ -678,6 +817,7 @@ void Manager::remove_child_files(const Child& c) {
 void Manager::remove_state_files() {
   for (const auto& c : children_) remove_child_files(c);
   if (control_) remove_file(control_->path());
+  metrics_.reset();
   remove_file(config_.path("owned.json"));
   remove_file(config_.path("manager.pid"));
 }
@@ -711,15 +851,8 @@ void Manager::load_owned() {
 }
 
 void Manager::event(const std::string& name, const Child* c, nlohmann::json fields) {
-  uint64_t wall = wall_ns();
-  nlohmann::ordered_json j = {{"ts_mono_ns", mono_ns()}, {"ts_wall", iso8601(wall)}, {"event", name}};
-  if (c != nullptr) j["domain"] = c->domain();
-  for (auto& [k, v] : fields.items()) j[k] = v;
-  std::string line = j.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n";
-  if (!events_fd_) return;
-  if (::write(events_fd_.get(), line.data(), line.size()) < 0) {
-    spdlog::warn("writing events.jsonl: {}", strerror(errno));
-  }
+  if (c != nullptr) fields["domain"] = c->domain();
+  events_.emit(name, fields);
 }
 
 int run_manager(const std::string& config_path, bool check_only) {

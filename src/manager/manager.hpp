@@ -18,10 +18,14 @@
 #include <nlohmann/json.hpp>
 
 #include "common/error.hpp"
+#include "common/events.hpp"
 #include "common/fd.hpp"
 #include "common/stats.hpp"
+#include "inject/inject.hpp"
+#include "netlink/link_watch.hpp"
 #include "manager/config.hpp"
 #include "manager/control.hpp"
+#include "manager/metrics.hpp"
 
 namespace ng::manager {
 
@@ -41,6 +45,9 @@ struct Child {
   uint32_t restarts = 0;
   std::optional<stats::DriverStatsFile> driver_stats;  // mapped lazily, dropped on exit
   std::optional<stats::FrontStatsFile> front_stats;
+  size_t config_index = 0;                        // into config.drivers or config.apps
+  std::optional<inject::ControlFile> inject;      // drivers: armed on request only
+  std::optional<netlink::LinkWatcher> link;       // drivers: carrier of the NIC
 
   const char* kind_name() const { return kind == ChildKind::driver ? "driver" : "front"; }
   std::string domain() const { return std::string(kind_name()) + "-" + name; }
@@ -86,6 +93,14 @@ class Manager {
   Status spawn(Child& c);
   void on_child_exit(Child& c);
   void restart_due();
+  Status prepare_nic(const DriverConfig& d, int ns_fd);
+  Status reset_nic(const Child& c);
+  Status reset_nic_down(const Child& c);
+  void watch_carrier(Child& c);
+  void on_link_event(Child& c);
+  void fence(Child& c, const std::string& reason);
+  nlohmann::json inject(const nlohmann::json& request);
+  Child* find_driver(const std::string& name);
   int next_timeout_ms() const;
   Status watch_fd(int fd, uint64_t key);
   void handle_signal();
@@ -112,8 +127,9 @@ class Manager {
   UniqueFd root_netns_;
   UniqueFd epoll_;
   UniqueFd signal_fd_;
-  UniqueFd events_fd_;
+  EventLog events_;
   std::optional<ControlServer> control_;
+  std::optional<MetricsServer> metrics_;
   std::vector<Child> children_;  // drivers first, in config order, then fronts
   Owned owned_;  // everything still to undo, inherited ones included
   Owned fresh_;  // what this run did: undone alone when start() fails
@@ -121,6 +137,9 @@ class Manager {
   bool stopping_ = false;
   bool torn_down_ = false;
   uint64_t started_mono_ns_ = 0;
+  uint64_t fences_ = 0;
+  uint64_t carrier_losses_ = 0;
+  uint64_t injections_ = 0;
 };
 
 // The body of `nicguard manager -c FILE`: returns the process exit status.

@@ -91,7 +91,16 @@ void add_front_stats(json& j, const stats::FrontStats& s) {
                    {"tap_tx_frames", load(s.tap_tx_frames)}, {"tap_tx_bytes", load(s.tap_tx_bytes)},
                    {"tx_drops", load(s.tx_drops)},           {"rx_drops", load(s.rx_drops)},
                    {"malformed", load(s.malformed)},         {"failovers", load(s.failovers)},
-                   {"replayed", load(s.replayed)}};
+                   {"replayed", load(s.replayed)},
+                   {"detected_crash", load(s.detected_crash)},
+                   {"detected_hang", load(s.detected_hang)},
+                   {"detected_stall", load(s.detected_stall)},
+                   {"detected_violation", load(s.detected_violation)},
+                   {"fences", load(s.fences)},
+                   {"last_detect_us", load(s.last_detect_us)},
+                   {"last_switch_us", load(s.last_switch_us)},
+                   {"held_frames", load(s.held_frames)},
+                   {"hold_drops", load(s.hold_drops)}};
   int active = s.active.load(std::memory_order_relaxed);
   for (int i = 0; i < stats::kMaxBackends; ++i) {
     const auto& b = s.backends[i];
@@ -190,7 +199,10 @@ json Manager::status_json() {
            {{"pid", ::getpid()},
             {"config", config_.origin},
             {"state_dir", config_.state_dir},
-            {"uptime_ms", (mono_ns() - started_mono_ns_) / 1'000'000}}},
+            {"uptime_ms", (mono_ns() - started_mono_ns_) / 1'000'000},
+            {"fences", fences_},
+            {"carrier_losses", carrier_losses_},
+            {"injections", injections_}}},
           {"drivers", std::move(drivers)},
           {"apps", std::move(apps)}};
 }

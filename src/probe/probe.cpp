@@ -71,7 +71,8 @@ void receive_all(int fd, std::vector<Arrival>& out) {
 
 }  // namespace
 
-UdpReport analyse(std::span<const Arrival> arrivals, uint64_t sent, uint64_t start_ns) {
+UdpReport analyse(std::span<const Arrival> arrivals, uint64_t sent, uint64_t start_ns,
+                  uint64_t gap_report_ns) {
   UdpReport r;
   r.sent = sent;
   std::unordered_set<uint64_t> seen;
@@ -96,6 +97,9 @@ UdpReport analyse(std::span<const Arrival> arrivals, uint64_t sent, uint64_t sta
     if (!have_highest || full > highest) highest = full;
     have_highest = true;
     double gap = static_cast<double>(a.recv_ns - prev_recv) / 1e6;
+    if (a.recv_ns - prev_recv > gap_report_ns && r.gaps.size() < kMaxGaps) {
+      r.gaps.push_back({prev_recv, static_cast<double>(prev_recv - start_ns) / 1e6, gap});
+    }
     if (gap > r.interruption_ms) {
       r.interruption_ms = gap;
       r.interruption_at_ms = static_cast<double>(prev_recv - start_ns) / 1e6;
@@ -111,6 +115,18 @@ UdpReport analyse(std::span<const Arrival> arrivals, uint64_t sent, uint64_t sta
   return r;
 }
 
+namespace {
+
+nlohmann::json gaps_json(const std::vector<Gap>& gaps) {
+  auto out = nlohmann::json::array();
+  for (const auto& g : gaps) {
+    out.push_back({{"begin_mono_ns", g.begin_mono_ns}, {"at_ms", g.at_ms}, {"ms", g.ms}});
+  }
+  return out;
+}
+
+}  // namespace
+
 nlohmann::json to_json(const UdpReport& r) {
   return {{"sent", r.sent},
           {"received", r.received},
@@ -121,7 +137,8 @@ nlohmann::json to_json(const UdpReport& r) {
           {"interruption_at_ms", r.interruption_at_ms},
           {"rtt_us_p50", r.rtt_us_p50},
           {"rtt_us_p99", r.rtt_us_p99},
-          {"rtt_us_max", r.rtt_us_max}};
+          {"rtt_us_max", r.rtt_us_max},
+          {"gaps", gaps_json(r.gaps)}};
 }
 
 Result<UdpReport> run_stream(const StreamOptions& o, std::vector<Arrival>* series) {
@@ -153,7 +170,7 @@ Result<UdpReport> run_stream(const StreamOptions& o, std::vector<Arrival>* serie
     ::usleep(1000);
   }
   if (series != nullptr) *series = arrivals;
-  return analyse(arrivals, sent, start);
+  return analyse(arrivals, sent, start, o.gap_report_ns);
 }
 
 Status run_echo(uint16_t port, double duration_s) {

@@ -19,6 +19,15 @@ struct Arrival {
   uint64_t recv_ns;  // sender's monotonic clock when the echo came back
 };
 
+// A silence in the echo stream longer than kGapReportNs: one per failover.
+struct Gap {
+  uint64_t begin_mono_ns;  // last echo before the silence (CLOCK_MONOTONIC)
+  double at_ms;            // from the stream's start
+  double ms;
+};
+inline constexpr uint64_t kGapReportNs = 2'000'000;
+inline constexpr size_t kMaxGaps = 10000;
+
 struct UdpReport {
   uint64_t sent = 0;
   uint64_t received = 0;  // distinct sequence numbers echoed
@@ -30,11 +39,13 @@ struct UdpReport {
   double rtt_us_p50 = 0;
   double rtt_us_p99 = 0;
   double rtt_us_max = 0;
+  std::vector<Gap> gaps;  // every silence over kGapReportNs, in order (at most kMaxGaps)
 };
 
 // Pure: turns the arrival series (in arrival order) into the report.
 // Sequence numbers are unwrapped, so a stream longer than 2^32 packets works.
-UdpReport analyse(std::span<const Arrival> arrivals, uint64_t sent, uint64_t start_ns);
+UdpReport analyse(std::span<const Arrival> arrivals, uint64_t sent, uint64_t start_ns,
+                  uint64_t gap_report_ns = kGapReportNs);
 nlohmann::json to_json(const UdpReport& r);
 
 struct StreamOptions {
@@ -42,6 +53,7 @@ struct StreamOptions {
   uint16_t port = 7777;
   uint32_t pps = 10000;
   double duration_s = 5;
+  uint64_t gap_report_ns = kGapReportNs;  // silences listed in UdpReport::gaps
 };
 
 // Sends the stream and collects echoes until duration + a short drain.

@@ -61,6 +61,7 @@ constexpr Entry kAllowlist[] = {
     {"accept", Limit::none},
     {"shutdown", Limit::none},
     {"close", Limit::none},
+    {"close_range", Limit::none},  // the crash handler (driver/crash.cpp)
     {"getsockopt", Limit::none},
     {"setsockopt", Limit::none},
     // event loop

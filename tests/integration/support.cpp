@@ -348,8 +348,8 @@ LabGuard::LabGuard(const LabOptions& o) {
   // root links as lab links; 6 digits keep clear of the lab's own 4-digit names.
   suffix_ = "dd" + random_hex(4);
   auto limit = std::chrono::duration_cast<std::chrono::seconds>(o.up_limit);
-  auto r = run(nicguard_cmd(fmt::format("lab up --json --name {} --apps {} --mtu {}", suffix_,
-                                        o.apps, o.mtu),
+  auto r = run(nicguard_cmd(fmt::format("lab up --json --name {} --apps {} --mtu {} --policy {}",
+                                        suffix_, o.apps, o.mtu, o.policy),
                             limit),
                limit + 20s);
   if (!r.ok()) {
@@ -507,7 +507,7 @@ std::optional<RandomFile> make_random_file(const std::string& dir, uint64_t byte
 
 TransferResult tcp_transfer(const std::string& from_ns, const std::string& to_ns,
                             const std::string& to_address, int port, const RandomFile& file,
-                            std::chrono::seconds limit) {
+                            std::chrono::seconds limit, uint64_t pace_bytes_per_s) {
   TransferResult t;
   t.sent_sha256 = file.sha256;
   TempDir dir("ng-it-tcp");
@@ -535,11 +535,30 @@ TransferResult tcp_transfer(const std::string& from_ns, const std::string& to_ns
                            rr.describe());
     return t;
   }
-  auto sender =
-      run_in(from_ns,
-             fmt::format("timeout -k 5 {} nc -N {} {} < {}", secs, to_address, port,
-                         quote(file.path)),
-             limit + 15s);
+  std::string source = "cat " + quote(file.path);
+  if (pace_bytes_per_s != 0) {
+    auto pace = dir.file("pace.py");
+    write_file(pace,
+               "import sys, time\n"
+               "rate = int(sys.argv[1])\n"
+               "start = time.monotonic()\n"
+               "sent = 0\n"
+               "while True:\n"
+               "    b = sys.stdin.buffer.read(1 << 20)\n"
+               "    if not b:\n"
+               "        break\n"
+               "    sys.stdout.buffer.write(b)\n"
+               "    sys.stdout.buffer.flush()\n"
+               "    sent += len(b)\n"
+               "    ahead = sent / rate - (time.monotonic() - start)\n"
+               "    if ahead > 0:\n"
+               "        time.sleep(ahead)\n");
+    source = fmt::format("/usr/bin/python3 {} {} < {}", quote(pace), pace_bytes_per_s,
+                         quote(file.path));
+  }
+  auto sender = run_in(from_ns,
+                       fmt::format("{} | timeout -k 5 {} nc -N {} {}", source, secs, to_address, port),
+                       limit + 15s);
   t.seconds = sender.seconds;
   // The receiver ends as soon as the sender's FIN arrives; a little slack.
   auto rr = receiver.finish(sender.ok() ? 20s : 5s);

@@ -136,6 +136,7 @@ struct LabDriver {
 struct LabOptions {
   int apps = 1;
   int mtu = 1500;
+  std::string policy = "warm-spare";
   std::chrono::milliseconds up_limit = 120s;
 };
 
@@ -227,10 +228,12 @@ struct TransferResult {
 
 // Sends `file` with `nc` from from_ns to to_address:port, a receiver `nc -l`
 // in to_ns counting and hashing what arrives (nothing is written to disk on
-// the receiving side). Every step is bounded by `limit`.
+// the receiving side). Every step is bounded by `limit`. With
+// pace_bytes_per_s the sender is held to that rate, so that a transfer lasts
+// long enough to live through failures injected meanwhile.
 TransferResult tcp_transfer(const std::string& from_ns, const std::string& to_ns,
                             const std::string& to_address, int port, const RandomFile& file,
-                            std::chrono::seconds limit);
+                            std::chrono::seconds limit, uint64_t pace_bytes_per_s = 0);
 
 // ------------------------------------------------------------------- implementation
 

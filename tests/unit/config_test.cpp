@@ -202,7 +202,7 @@ TEST(Config, UnknownKeysAndTables) {
   EXPECT_THAT(e, HasSubstr("name, nic, netns, memory_limit_mb"));
   e = errors_of(std::string(kGood) + "\n[extra]\nx = 1\n");
   EXPECT_THAT(e, HasSubstr("extra = a table: unknown key"));
-  EXPECT_THAT(e, HasSubstr("manager, ring, driver, app"));
+  EXPECT_THAT(e, HasSubstr("manager, ring, detect, metrics, driver, app"));
   e = errors_of(with("policy = \"warm-spare\"", "policy = \"warm-spare\"\nstatedir = \"/x\""));
   EXPECT_THAT(e, HasSubstr("manager.statedir"));
 }

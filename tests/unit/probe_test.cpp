@@ -68,3 +68,18 @@ TEST(ProbeAnalyse, NothingReceivedIsAllLost) {
   EXPECT_EQ(r.lost, 100u);
   EXPECT_EQ(r.received, 0u);
 }
+
+TEST(ProbeAnalyse, EverySilenceOverTheThresholdIsListed) {
+  auto v = steady(0, 10, 0, kMs / 10);
+  auto second = steady(10, 10, 5 * kMs, kMs / 10);   // 4.1 ms silence
+  auto third = steady(20, 10, 20 * kMs, kMs / 10);   // 14.1 ms silence
+  v.insert(v.end(), second.begin(), second.end());
+  v.insert(v.end(), third.begin(), third.end());
+  auto r = analyse(v, 30, 0, 2 * kMs);
+  ASSERT_EQ(r.gaps.size(), 2u);
+  EXPECT_NEAR(r.gaps[0].ms, 4.1, 1e-9);
+  EXPECT_EQ(r.gaps[0].begin_mono_ns, 9 * kMs / 10 + 50'000);
+  EXPECT_NEAR(r.gaps[1].ms, 14.1, 1e-9);
+  EXPECT_TRUE(analyse(v, 30, 0, 20 * kMs).gaps.empty());
+  EXPECT_EQ(ng::probe::to_json(r)["gaps"].size(), 2u);
+}

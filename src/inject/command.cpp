@@ -1,0 +1,81 @@
+#include <CLI/CLI.hpp>
+#include <fmt/format.h>
+
+#include "cli/commands.hpp"
+#include "inject/inject.hpp"
+#include "manager/config.hpp"
+#include "manager/control.hpp"
+
+namespace {
+
+struct InjectOptions {
+  std::string domain;
+  std::string fault;
+  std::string config;
+  std::string socket;
+  bool json = false;
+};
+
+std::string fault_help() {
+  std::string out = "Faults:\n";
+  for (const auto& f : ng::inject::faults()) out += fmt::format("  {:<10} {}\n", f.name, f.models);
+  return out;
+}
+
+int run(const InjectOptions& o) {
+  if (!ng::inject::parse_fault(o.fault)) {
+    fmt::print(stderr, "nicguard inject: unknown fault '{}': expected one of {}\n", o.fault,
+               ng::inject::fault_list());
+    return 2;
+  }
+  std::string socket = o.socket;
+  if (socket.empty()) {
+    auto config = ng::manager::load_config(o.config);
+    if (!config) {
+      fmt::print(stderr, "nicguard inject: {}\n", config.error().message);
+      return 2;
+    }
+    socket = config->control_socket;
+  }
+  auto answer = ng::manager::control_request(
+      socket, {{"cmd", "inject"}, {"domain", o.domain}, {"fault", o.fault}}, 2000);
+  if (!answer) {
+    fmt::print(stderr, "nicguard inject: {}\n", answer.error().message);
+    return 1;
+  }
+  if (!answer->value("ok", false)) {
+    fmt::print(stderr, "nicguard inject: {}\n", answer->value("error", std::string("refused")));
+    return 1;
+  }
+  if (o.json) {
+    fmt::print("{}\n", answer->dump());
+  } else {
+    fmt::print("injected {} into {} (pid {})\n", o.fault, answer->value("domain", o.domain),
+               answer->value("pid", 0));
+  }
+  return 0;
+}
+
+}  // namespace
+
+void ng::cli::add_inject_command(CLI::App& app, int& exit_code) {
+  auto o = std::make_shared<InjectOptions>();
+  auto* cmd = app.add_subcommand(
+      "inject", "Inject a fault into a running driver domain, through the manager (root only)");
+  cmd->footer(fault_help());
+  cmd->add_option("domain", o->domain, "Driver domain name (as in the config: a, or driver-a)")
+      ->required();
+  cmd->add_option("fault", o->fault, "Fault kind (see below)")->required();
+  auto* c = cmd->add_option("-c,--config", o->config, "the manager's configuration file");
+  auto* s = cmd->add_option("-s,--socket", o->socket, "the manager's control socket");
+  c->excludes(s);
+  cmd->add_flag("--json", o->json, "Print the manager's answer as JSON");
+  cmd->callback([o, &exit_code] {
+    if (o->config.empty() && o->socket.empty()) {
+      fmt::print(stderr, "nicguard inject: say which manager: -c FILE or -s SOCKET\n");
+      exit_code = 2;
+      return;
+    }
+    exit_code = run(*o);
+  });
+}

@@ -1,0 +1,246 @@
+// Failure detection and recovery with real driver domains, real faults and
+// real traffic: a paced 256 MiB TCP transfer from the external host to the
+// app and a UDP stream alongside, while faults are injected through the
+// manager. What must hold: the TCP connection survives with a matching
+// checksum, the failure is found by the detector that should find it (read
+// from the event log), the failed domain comes back as the spare, and a
+// second failure, now of the new active domain, is survived the same way.
+// Bounds are generous: the figures belong to `nicguard demo` and campaigns.
+#include <fmt/format.h>
+#include <gtest/gtest.h>
+
+#include <future>
+#include <memory>
+
+#include "support.hpp"
+
+namespace ng::it {
+namespace {
+
+constexpr uint64_t kTransferBytes = uint64_t{256} << 20;
+constexpr uint64_t kPaceBytesPerS = uint64_t{40} << 20;  // about 6.4 s for the transfer
+constexpr int kTcpPort = 5301;
+constexpr int kUdpPort = 7301;
+constexpr auto kDetectLimit = 5s;
+constexpr auto kRejoinLimit = 15s;
+
+using Json = nlohmann::json;
+
+std::vector<Json> read_events(const LabGuard& lab) {
+  std::vector<Json> out;
+  std::istringstream in(read_file(lab.state_dir() + "/events.jsonl"));
+  for (std::string line; std::getline(in, line);) {
+    auto j = Json::parse(line, nullptr, false);
+    if (j.is_object()) out.push_back(std::move(j));
+  }
+  return out;
+}
+
+std::string event_lines(const LabGuard& lab) {
+  return "== events.jsonl ==\n" + read_file(lab.state_dir() + "/events.jsonl");
+}
+
+// The driver domain app1 currently sends through, "" when none.
+std::string active_driver(const LabGuard& lab) {
+  auto s = lab.status();
+  if (!s || s->at("apps").empty()) return "";
+  const auto& a = s->at("apps")[0].at("active_driver");
+  return a.is_string() ? a.get<std::string>() : "";
+}
+
+// app1 is active on one domain and holds `spare` as a connected spare.
+bool spare_is_back(const LabGuard& lab, const std::string& spare) {
+  auto s = lab.status();
+  if (!s || s->at("apps").empty()) return false;
+  const auto& app = s->at("apps")[0];
+  bool spare_ok = false;
+  for (const auto& b : app.value("backends", Json::array())) {
+    if (b.value("name", "") == spare && b.value("state", "") == "spare") spare_ok = true;
+  }
+  return spare_ok && app.at("active_driver").is_string();
+}
+
+CmdResult inject(const LabGuard& lab, const std::string& domain, const std::string& fault) {
+  return run(fmt::format("{} inject {} {} -s {}", quote(kNicguard), domain, fault,
+                         quote(lab.control_socket())),
+             10s);
+}
+
+// An event with these fields appeared after the first `skip` lines.
+bool has_event(const LabGuard& lab, size_t skip, const Json& match) {
+  auto events = read_events(lab);
+  for (size_t i = skip; i < events.size(); ++i) {
+    bool all = true;
+    for (const auto& [k, v] : match.items()) all = all && events[i].value(k, Json()) == v;
+    if (all) return true;
+  }
+  return false;
+}
+
+// The traffic of one test: the paced TCP transfer and the UDP stream.
+class Traffic {
+ public:
+  Traffic(const LabGuard& lab, const RandomFile& file, int seconds) {
+    const auto& app = lab.apps().at(0);
+    echo_ = std::make_unique<Background>(in_ns(
+        app.netns, fmt::format("{} probe echo --port {} --duration {}", quote(kNicguard),
+                               kUdpPort, seconds + 5)));
+    wait_listening(app.netns, kUdpPort, true, 10s);
+    stream_ = std::make_unique<Background>(in_ns(
+        lab.ext_ns(), fmt::format("{} probe udp --to {} --port {} --pps 2000 --duration {} --json",
+                                  quote(kNicguard), app.ipv4, kUdpPort, seconds)));
+    transfer_ = std::async(std::launch::async, [&lab, &file, app] {
+      return tcp_transfer(lab.ext_ns(), app.netns, app.ipv4, kTcpPort, file, 120s,
+                          kPaceBytesPerS);
+    });
+    std::this_thread::sleep_for(1s);  // well into the transfer
+  }
+
+  TransferResult tcp() { return transfer_.get(); }
+
+  // The probe's report, after it ends by itself.
+  Json udp(std::string* why) {
+    auto r = stream_->finish(60s);
+    echo_->stop();
+    auto j = Json::parse(r.out, nullptr, false);
+    if (!r.ok() || !j.is_object()) *why = r.describe();
+    return j;
+  }
+
+ private:
+  std::unique_ptr<Background> echo_;
+  std::unique_ptr<Background> stream_;
+  std::future<TransferResult> transfer_;
+};
+
+class FailoverTest : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    files_ = std::make_unique<TempDir>("ng-it-failover");
+    std::string why;
+    auto f = make_random_file(files_->path(), kTransferBytes, &why);
+    if (f) file_ = *f;
+    file_error_ = why;
+  }
+  static void TearDownTestSuite() { files_.reset(); }
+
+  void SetUp() override { ASSERT_FALSE(file_.path.empty()) << file_error_; }
+
+  // One failure of the active domain: injected, detected by `detector`
+  // (reported by `source`), and the failed domain back as the spare.
+  void fail_active(LabGuard& lab, const std::string& fault, const std::string& detector,
+                   const std::string& source) {
+    std::string victim = active_driver(lab);
+    ASSERT_FALSE(victim.empty()) << lab.status_table();
+    size_t before = read_events(lab).size();
+    auto r = inject(lab, victim, fault);
+    ASSERT_TRUE(r.ok()) << r.describe();
+    Json want = {{"event", "detect"}, {"detector", detector}, {"domain", "driver-" + victim}};
+    if (!source.empty()) want["source"] = source;
+    EXPECT_TRUE(wait_until([&] { return has_event(lab, before, want); }, kDetectLimit, 5ms))
+        << fault << " in driver-" << victim << " was not found by " << detector << "\n"
+        << event_lines(lab) << lab.logs();
+    EXPECT_TRUE(wait_until([&] { return spare_is_back(lab, victim); }, kRejoinLimit))
+        << "driver-" << victim << " did not come back as the spare\n"
+        << lab.status_table() << event_lines(lab) << lab.logs();
+    EXPECT_NE(active_driver(lab), victim);
+  }
+
+  void expect_traffic_survived(LabGuard& lab, Traffic& traffic) {
+    auto t = traffic.tcp();
+    EXPECT_TRUE(t.ok) << t.detail << event_lines(lab) << lab.logs();
+    std::string why;
+    auto udp = traffic.udp(&why);
+    ASSERT_TRUE(udp.is_object()) << why;
+    EXPECT_GT(udp.value("received", 0), udp.value("sent", 0) / 2) << udp.dump();
+    EXPECT_LT(udp.value("interruption_ms", 1e9), 1000.0) << udp.dump();
+  }
+
+  // Two failures of the same kind in a row, under traffic.
+  void survive_two(const std::string& fault, const std::string& detector,
+                   const std::string& source = "front-app1") {
+    LabGuard lab;
+    ASSERT_TRUE(lab.ok()) << lab.error();
+    Traffic traffic(lab, file_, 9);
+    fail_active(lab, fault, detector, source);
+    fail_active(lab, fault, detector, source);
+    expect_traffic_survived(lab, traffic);
+  }
+
+  static inline std::unique_ptr<TempDir> files_;
+  static inline RandomFile file_;
+  static inline std::string file_error_;
+};
+
+TEST_F(FailoverTest, DriverKilledWithSigkill) { survive_two("kill", "crash"); }
+
+TEST_F(FailoverTest, DriverCrashesInItsPacketLoop) { survive_two("crash", "crash"); }
+
+TEST_F(FailoverTest, DriverStoppedWithSigstopIsAHang) { survive_two("freeze", "hang"); }
+
+TEST_F(FailoverTest, DriverSpinningWithoutHeartbeatIsAHang) { survive_two("hang", "hang"); }
+
+TEST_F(FailoverTest, TransmitStallWithHeartbeatAlive) { survive_two("stall-tx", "stall"); }
+
+TEST_F(FailoverTest, CorruptDescriptorsAreAProtocolViolation) {
+  survive_two("corrupt", "protocol-violation");
+}
+
+TEST_F(FailoverTest, CarrierLossOnTheDomainsNic) { survive_two("link-down", "carrier", "manager"); }
+
+TEST_F(FailoverTest, BothDomainsKilledTrafficResumesOnTheFirstBack) {
+  LabGuard lab;
+  ASSERT_TRUE(lab.ok()) << lab.error();
+  Traffic traffic(lab, file_, 6);
+  size_t before = read_events(lab).size();
+  auto r = run(fmt::format("{0} inject a kill -s {1} & {0} inject b kill -s {1}; wait",
+                           quote(kNicguard), quote(lab.control_socket())),
+               10s);
+  ASSERT_TRUE(r.ok()) << r.describe();
+  EXPECT_TRUE(wait_until([&] { return has_event(lab, before, {{"event", "resume"}}) ||
+                                      has_event(lab, before, {{"event", "switch"}}); },
+                         kRejoinLimit))
+      << event_lines(lab);
+  EXPECT_TRUE(wait_until([&] { return spare_is_back(lab, "a") || spare_is_back(lab, "b"); },
+                         kRejoinLimit))
+      << lab.status_table() << event_lines(lab);
+  expect_traffic_survived(lab, traffic);
+}
+
+TEST_F(FailoverTest, ManagerKilledAndRestartedMidTransfer) {
+  LabGuard lab;
+  ASSERT_TRUE(lab.ok()) << lab.error();
+  Traffic traffic(lab, file_, 9);
+  ASSERT_EQ(::kill(lab.manager_pid(), SIGKILL), 0);
+  std::this_thread::sleep_for(500ms);  // traffic flows without a manager
+  size_t before = read_events(lab).size();
+  Background manager(fmt::format("{} manager -c {}", quote(kNicguard), quote(lab.config())));
+  EXPECT_TRUE(wait_until([&] { return has_event(lab, before, {{"event", "adopt"}, {"domain", "driver-a"}}) &&
+                                      has_event(lab, before, {{"event", "adopt"}, {"domain", "driver-b"}}) &&
+                                      has_event(lab, before, {{"event", "adopt"}, {"domain", "front-app1"}}); },
+                         20s))
+      << "the restarted manager did not adopt every domain\n"
+      << event_lines(lab) << manager.err();
+  // It carries on detecting and restarting.
+  fail_active(lab, "kill", "crash", "front-app1");
+  expect_traffic_survived(lab, traffic);
+  manager.stop();
+}
+
+TEST_F(FailoverTest, RestartPolicyConnectionSurvivesACrash) {
+  LabOptions o;
+  o.policy = "restart";
+  LabGuard lab(o);
+  ASSERT_TRUE(lab.ok()) << lab.error();
+  Traffic traffic(lab, file_, 6);
+  size_t before = read_events(lab).size();
+  auto r = inject(lab, "a", "kill");
+  ASSERT_TRUE(r.ok()) << r.describe();
+  EXPECT_TRUE(wait_until([&] { return has_event(lab, before, {{"event", "resume"}, {"to", "driver-a"}}); },
+                         kRejoinLimit))
+      << event_lines(lab) << lab.logs();
+  expect_traffic_survived(lab, traffic);
+}
+
+}  // namespace
+}  // namespace ng::it

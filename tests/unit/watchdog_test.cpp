@@ -1,0 +1,197 @@
+#include "frontend/watchdog.hpp"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include "inject/inject.hpp"
+
+namespace ng::frontend {
+namespace {
+
+constexpr uint64_t kMs = 1'000'000;
+
+WatchdogConfig config() {
+  WatchdogConfig c;
+  c.hang_timeout_ns = 6 * kMs;
+  c.stall_timeout_ns = 50 * kMs;
+  c.starve_limit_ns = 200 * kMs;
+  return c;
+}
+
+struct Fake {
+  ProcSample sample{true, 'S', 0};
+  int calls = 0;
+  std::function<ProcSample()> fn() {
+    return [this] {
+      ++calls;
+      return sample;
+    };
+  }
+};
+
+TEST(Watchdog, BeatingDomainIsNeverSuspected) {
+  Watchdog w(config());
+  Fake f;
+  w.reset(0, 1, 0);
+  for (uint64_t t = 1; t < 1000; ++t) {
+    EXPECT_EQ(w.check(t * kMs, t + 1, static_cast<uint32_t>(t), 1, f.fn()), Verdict::ok);
+  }
+  EXPECT_EQ(f.calls, 0);
+}
+
+TEST(Watchdog, SilenceFirstAsksForABeat) {
+  Watchdog w(config());
+  Fake f;
+  w.reset(0, 7, 0);
+  EXPECT_EQ(w.check(2 * kMs, 7, 0, 0, f.fn()), Verdict::ok);
+  EXPECT_EQ(w.check(3 * kMs, 7, 0, 0, f.fn()), Verdict::demand_beat);
+  EXPECT_TRUE(w.suspecting());
+  // The idle driver answers the kick: suspicion cleared.
+  EXPECT_EQ(w.check(4 * kMs, 8, 0, 0, f.fn()), Verdict::ok);
+  EXPECT_FALSE(w.suspecting());
+}
+
+TEST(Watchdog, StoppedDomainIsAHang) {
+  Watchdog w(config());
+  Fake f;
+  f.sample.state = 'T';
+  w.reset(0, 7, 0);
+  EXPECT_EQ(w.check(3 * kMs, 7, 0, 0, f.fn()), Verdict::demand_beat);
+  EXPECT_EQ(w.check(5 * kMs, 7, 0, 0, f.fn()), Verdict::ok);
+  EXPECT_EQ(w.check(6 * kMs, 7, 0, 0, f.fn()), Verdict::hang);
+  EXPECT_NE(w.detail().find("stopped"), std::string::npos);
+  EXPECT_EQ(w.silent_ns(), 6 * kMs);
+}
+
+TEST(Watchdog, AsleepAfterAKickIsAHang) {
+  Watchdog w(config());
+  Fake f;
+  w.reset(0, 7, 0);
+  EXPECT_EQ(w.check(3 * kMs, 7, 0, 0, f.fn()), Verdict::demand_beat);
+  EXPECT_EQ(w.check(6 * kMs, 7, 0, 0, f.fn()), Verdict::hang);
+  EXPECT_NE(w.detail().find("asleep"), std::string::npos);
+}
+
+TEST(Watchdog, SpinningWithoutBeatingIsAHang) {
+  Watchdog w(config());
+  Fake f;
+  f.sample = {true, 'R', 100 * kMs};
+  w.reset(0, 7, 0);
+  EXPECT_EQ(w.check(3 * kMs, 7, 0, 0, f.fn()), Verdict::demand_beat);
+  f.sample.cpu_ns += 3 * kMs;  // could still be one long batch
+  EXPECT_EQ(w.check(6 * kMs, 7, 0, 0, f.fn()), Verdict::ok);
+  f.sample.cpu_ns += 3 * kMs;
+  EXPECT_EQ(w.check(9 * kMs, 7, 0, 0, f.fn()), Verdict::hang);
+  EXPECT_NE(w.detail().find("running"), std::string::npos);
+}
+
+TEST(Watchdog, StarvedDomainIsNotAHangUntilTheStarvationLimit) {
+  Watchdog w(config());
+  Fake f;
+  f.sample = {true, 'R', 100 * kMs};
+  w.reset(0, 7, 0);
+  EXPECT_EQ(w.check(3 * kMs, 7, 0, 0, f.fn()), Verdict::demand_beat);
+  f.sample.cpu_ns += kMs;  // a long batch, not a hang
+  for (uint64_t t = 6; t < 200; ++t) EXPECT_EQ(w.check(t * kMs, 7, 0, 0, f.fn()), Verdict::ok);
+  EXPECT_EQ(w.check(200 * kMs, 7, 0, 0, f.fn()), Verdict::hang);
+  EXPECT_NE(w.detail().find("no CPU"), std::string::npos);
+}
+
+TEST(Watchdog, GoneOrExitingProcessIsACrash) {
+  for (bool alive : {false, true}) {
+    Watchdog w(config());
+    Fake f;
+    f.sample = {alive, 'D', 0, alive};
+    w.reset(0, 7, 0);
+    w.check(3 * kMs, 7, 0, 0, f.fn());
+    EXPECT_EQ(w.check(6 * kMs, 7, 0, 0, f.fn()), Verdict::crash);
+  }
+}
+
+TEST(Watchdog, UntakenTxFramesWithBeatsAreAStall) {
+  Watchdog w(config());
+  Fake f;
+  w.reset(0, 1, 10);
+  uint64_t beat = 1;
+  for (uint64_t t = 1; t < 50; ++t) {
+    EXPECT_EQ(w.check(t * kMs, ++beat, 10, 5, f.fn()), Verdict::ok) << t;
+  }
+  EXPECT_EQ(w.check(50 * kMs, ++beat, 10, 5, f.fn()), Verdict::stall);
+  EXPECT_NE(w.detail().find("5 TX frames"), std::string::npos);
+}
+
+TEST(Watchdog, ASilentDomainIsNoStall) {
+  Watchdog w(config());
+  Fake f;
+  f.sample = {true, 'R', 0};  // runnable, given no CPU
+  w.reset(0, 1, 10);
+  for (uint64_t t = 1; t < 100; ++t) {
+    EXPECT_NE(w.check(t * kMs, 1, 10, 5, f.fn()), Verdict::stall) << t;
+  }
+}
+
+TEST(Watchdog, ProgressOrAnEmptyRingIsNoStall) {
+  Watchdog w(config());
+  Fake f;
+  w.reset(0, 1, 0);
+  uint64_t beat = 1;
+  uint32_t done = 0;
+  for (uint64_t t = 1; t < 500; ++t) {
+    // frames always pending, but the driver keeps finishing some
+    if (t % 20 == 0) ++done;
+    EXPECT_EQ(w.check(t * kMs, ++beat, done, 3, f.fn()), Verdict::ok);
+  }
+  for (uint64_t t = 500; t < 1000; ++t) {
+    EXPECT_EQ(w.check(t * kMs, ++beat, done, 0, f.fn()), Verdict::ok);
+  }
+}
+
+TEST(Watchdog, AnObservationOlderThanTheResetIsNoVerdict) {
+  Watchdog w(config());
+  Fake f;
+  w.reset(100 * kMs, 7, 3);
+  EXPECT_EQ(w.check(99 * kMs, 7, 3, 100, f.fn()), Verdict::ok);
+  EXPECT_EQ(f.calls, 0);
+}
+
+TEST(Watchdog, SamplesThisProcess) {
+  ProcSample s = sample_process(::getpid());
+  EXPECT_TRUE(s.alive);
+  EXPECT_EQ(s.state, 'R');
+  EXPECT_FALSE(s.exiting);
+  EXPECT_GT(s.cpu_ns, 0u);
+  EXPECT_FALSE(sample_process(0x3fffffff).alive);
+}
+
+TEST(Inject, EveryFaultParsesBackFromItsName) {
+  for (const auto& f : inject::faults()) {
+    auto parsed = inject::parse_fault(f.name);
+    ASSERT_TRUE(parsed.has_value()) << f.name;
+    EXPECT_EQ(*parsed, f.fault);
+    EXPECT_STREQ(inject::fault_name(f.fault), f.name);
+  }
+  EXPECT_FALSE(inject::parse_fault("explode").has_value());
+  EXPECT_TRUE(inject::inside_domain(inject::Fault::hang));
+  EXPECT_FALSE(inject::inside_domain(inject::Fault::kill));
+  EXPECT_FALSE(inject::inside_domain(inject::Fault::link_down));
+}
+
+TEST(Inject, ArmingIsSeenThroughTheReadOnlyMapping) {
+  char dir[] = "/tmp/ng-inject-XXXXXX";
+  ASSERT_NE(::mkdtemp(dir), nullptr);
+  std::string path = std::string(dir) + "/d.inject";
+  auto writer = inject::ControlFile::create(path);
+  ASSERT_TRUE(writer) << writer.error().message;
+  auto reader = inject::ControlFile::open(path);
+  ASSERT_TRUE(reader) << reader.error().message;
+  EXPECT_EQ(reader->armed(), inject::Fault::none);
+  writer->arm(inject::Fault::stall_tx);
+  EXPECT_EQ(reader->armed(), inject::Fault::stall_tx);
+  writer->arm(inject::Fault::none);
+  EXPECT_EQ(reader->armed(), inject::Fault::none);
+  ::unlink(path.c_str());
+  ::rmdir(dir);
+}
+
+}  // namespace
+}  // namespace ng::frontend
