@@ -80,7 +80,10 @@ class NetnsChild {
 
 constexpr uint16_t kProbePort = 7777;
 constexpr uint64_t kGapNs = 1'000'000;  // silences shorter than this are not a failover's
-constexpr uint64_t kWindowNs = 1'000'000'000;  // a failover's effects, from its injection
+// A failover's effects are looked for this long after its injection; the
+// same stream, as long before it, is the baseline with no failure in it.
+constexpr uint64_t kWindowNs = 400'000'000;
+constexpr uint64_t kBaselineGapNs = 100'000'000;  // between the baseline window and the injection
 
 struct DemoOptions {
   std::vector<std::string> policies{"warm-spare", "restart"};
@@ -97,12 +100,16 @@ struct Run {
   uint64_t injected_ns = 0;
   std::string detector;     // "" when no detector fired
   double detection_ms = -1;  // injection to the first detection
-  double interruption_ms = 0;  // longest silence of the stream after it (< 1 ms: 0)
+  uint64_t detected_ns = 0;
+  double interruption_ms = 0;  // the stream's silence around the detection (< 1 ms: 0)
+  double disturbance_ms = 0;   // its longest silence in the window after the injection
+  double ambient_ms = 0;       // the same, in as long a window before it: the baseline
 };
 
 // Between two failures the failed domain is back as the spare; under the
 // restart policy the next failure waits past the manager's back-off window.
-double spacing_s(const std::string& policy) { return policy == "restart" ? 2.5 : 1.0; }
+// (2 s up resets the back-off; each of two domains fails every other time).
+double spacing_s(const std::string& policy) { return policy == "restart" ? 2.5 : 1.5; }
 
 std::vector<json> read_events(const std::string& path) {
   std::vector<json> out;
@@ -114,31 +121,53 @@ std::vector<json> read_events(const std::string& path) {
   return out;
 }
 
-std::string active_driver(const ng::lab::Lab& lab) {
-  auto s = ng::manager::control_request(lab.control_socket(), {{"cmd", "status"}}, 2000);
-  if (!s || !(*s)["apps"].is_array() || (*s)["apps"].empty()) return "a";
-  const auto& a = (*s)["apps"][0]["active_driver"];
-  return a.is_string() ? a.get<std::string>() : "a";
+// The domain app1 sends through, once the last failure is recovered from:
+// an active domain and, under warm-spare, a connected spare. "" if that does
+// not happen within 10 s.
+std::string recovered_active(const ng::lab::Lab& lab, const std::string& policy) {
+  for (int i = 0; i < 200; ++i) {
+    auto s = ng::manager::control_request(lab.control_socket(), {{"cmd", "status"}}, 2000);
+    if (s && (*s)["apps"].is_array() && !(*s)["apps"].empty()) {
+      const auto& app = (*s)["apps"][0];
+      int ready = 0;
+      for (const auto& b : app.value("backends", json::array())) {
+        std::string st = b.value("state", "");
+        ready += st == "active" || st == "spare";
+      }
+      bool spare_ok = policy == "restart" || ready == 2;
+      if (app["active_driver"].is_string() && spare_ok) return app["active_driver"].get<std::string>();
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return "";
 }
 
 // Fills in what the event log and the stream's silences say about each run.
 void assess(std::vector<Run>& runs, const std::vector<json>& events, const json& gaps) {
   for (size_t i = 0; i < runs.size(); ++i) {
     Run& r = runs[i];
-    uint64_t until = i + 1 < runs.size() ? runs[i + 1].injected_ns : r.injected_ns + kWindowNs;
+    uint64_t until = r.injected_ns + kWindowNs;
+    uint64_t base_from = r.injected_ns - kBaselineGapNs - kWindowNs;
+    uint64_t base_until = r.injected_ns - kBaselineGapNs;
     for (const auto& e : events) {
       uint64_t t = e.value("ts_mono_ns", uint64_t{0});
       if (e.value("event", "") != "detect" || t < r.injected_ns || t >= until) continue;
       if (e.value("domain", "") != "driver-" + r.domain) continue;
       r.detector = e.value("detector", "");
       r.detection_ms = static_cast<double>(t - r.injected_ns) / 1e6;
+      r.detected_ns = t;
       break;
     }
     for (const auto& g : gaps) {
-      // A silence that began up to one gap before the injection is its own.
       uint64_t begin = g.value("begin_mono_ns", uint64_t{0});
+      double ms = g.value("ms", 0.0);
+      if (begin >= base_from && begin < base_until) r.ambient_ms = std::max(r.ambient_ms, ms);
+      // A silence that began up to one gap before the injection is its own.
       if (begin + kGapNs < r.injected_ns || begin >= until) continue;
-      r.interruption_ms = std::max(r.interruption_ms, g.value("ms", 0.0));
+      r.disturbance_ms = std::max(r.disturbance_ms, ms);
+      auto end = begin + static_cast<uint64_t>(ms * 1e6);
+      bool spans_detection = r.detected_ns != 0 && begin <= r.detected_ns && r.detected_ns <= end;
+      if (spans_detection || r.detected_ns == 0) r.interruption_ms = std::max(r.interruption_ms, ms);
     }
   }
 }
@@ -153,6 +182,7 @@ ng::Result<std::vector<Run>> run_policy(const std::string& policy, const DemoOpt
   const auto& app = lab->apps().front();
   double seconds = 1.5 + spacing_s(policy) * static_cast<double>(o.runs * o.faults.size());
   auto echo = NetnsChild::start(app.netns, [seconds] {
+    (void)ng::probe::use_realtime_priority();
     auto s = ng::probe::run_echo(kProbePort, seconds + 3);
     return s ? json{{"ok", true}} : json{{"error", s.error().message}};
   });
@@ -164,6 +194,7 @@ ng::Result<std::vector<Run>> run_policy(const std::string& policy, const DemoOpt
   so.duration_s = seconds;
   so.gap_report_ns = kGapNs;
   auto stream = NetnsChild::start(lab->ext().netns, [so] {
+    (void)ng::probe::use_realtime_priority();
     auto r = ng::probe::run_stream(so);
     return r ? ng::probe::to_json(*r) : json{{"error", r.error().message}};
   });
@@ -174,7 +205,8 @@ ng::Result<std::vector<Run>> run_policy(const std::string& policy, const DemoOpt
   std::vector<Run> runs;
   for (const auto& fault : o.faults) {
     for (int i = 0; i < o.runs; ++i) {
-      Run r{policy, fault, active_driver(*lab)};
+      Run r{policy, fault, recovered_active(*lab, policy)};
+      if (r.domain.empty()) return ng::fail("lab {} did not recover from the last failure in 10 s", lab->suffix());
       auto answer = ng::manager::control_request(
           lab->control_socket(), {{"cmd", "inject"}, {"domain", r.domain}, {"fault", fault}}, 2000);
       if (!answer || !answer->value("ok", false)) {
@@ -219,7 +251,7 @@ std::string cell(const json& s) {
 
 // One row per policy and fault: the figures over every run.
 json summarize(const std::vector<Run>& runs, const std::string& policy, const std::string& fault) {
-  std::vector<double> detect, interrupt;
+  std::vector<double> detect, interrupt, disturb, ambient;
   std::map<std::string, int> detectors;
   int total = 0;
   for (const auto& r : runs) {
@@ -228,11 +260,14 @@ json summarize(const std::vector<Run>& runs, const std::string& policy, const st
     ++detectors[r.detector.empty() ? "none" : r.detector];
     if (r.detection_ms >= 0) detect.push_back(r.detection_ms);
     interrupt.push_back(r.interruption_ms);
+    disturb.push_back(r.disturbance_ms);
+    ambient.push_back(r.ambient_ms);
   }
   return {{"policy", policy},          {"fault", fault},
           {"runs", total},             {"detected", detect.size()},
           {"detectors", detectors},    {"detection_ms", stats_json(detect)},
-          {"interruption_ms", stats_json(interrupt)}};
+          {"interruption_ms", stats_json(interrupt)}, {"disturbance_ms", stats_json(disturb)},
+          {"baseline_ms", stats_json(ambient)}};
 }
 
 int run_demo(const DemoOptions& o) {
@@ -246,26 +281,34 @@ int run_demo(const DemoOptions& o) {
     runs.insert(runs.end(), r->begin(), r->end());
   }
   json rows = json::array();
-  fmt::print("\n{:<11} {:<8} {:>5} {:<22} {:>22} {:>22}\n", "policy", "fault", "runs",
-             "detector", "detection ms p50/p99/max", "interruption ms p50/p99/max");
+  fmt::print("\n{:<11} {:<7} {:>4} {:<10} {:>18} {:>18} {:>18} {:>18}\n", "policy", "fault", "runs",
+             "detector", "detection ms", "interruption ms", "disturbance ms", "baseline ms");
+  fmt::print("{:<11} {:<7} {:>4} {:<10} {:>18} {:>18} {:>18} {:>18}\n", "", "", "", "", "p50/p99/max",
+             "p50/p99/max", "p50/p99/max", "p50/p99/max");
   for (const auto& policy : o.policies) {
     for (const auto& fault : o.faults) {
       json row = summarize(runs, policy, fault);
       std::string det;
       for (const auto& [k, v] : row["detectors"].items()) det += fmt::format("{}{}x{}", det.empty() ? "" : ",", v.get<int>(), k);
-      fmt::print("{:<11} {:<8} {:>5} {:<22} {:>22} {:>22}\n", policy, fault, row["runs"].get<int>(), det,
-                 cell(row["detection_ms"]), cell(row["interruption_ms"]));
+      fmt::print("{:<11} {:<7} {:>4} {:<10} {:>18} {:>18} {:>18} {:>18}\n", policy, fault,
+                 row["runs"].get<int>(), det, cell(row["detection_ms"]),
+                 cell(row["interruption_ms"]), cell(row["disturbance_ms"]),
+                 cell(row["baseline_ms"]));
       rows.push_back(row);
     }
   }
-  fmt::print("\ninterruption: the longest silence of the echoed stream after each injection "
-             "(0: none over {} ms)\n", kGapNs / 1'000'000);
+  fmt::print("\ninterruption: the echoed stream's silence around each detection (0: none over "
+             "{} ms);\ndisturbance: its longest silence in the {} ms after each injection (the "
+             "failed domain's restart included);\nbaseline: its longest silence in {} ms "
+             "without a failure, just before each injection\n",
+             kGapNs / 1'000'000, kWindowNs / 1'000'000, kWindowNs / 1'000'000);
   if (o.json) {
     json all = json::array();
     for (const auto& r : runs) {
       all.push_back({{"policy", r.policy}, {"fault", r.fault}, {"domain", "driver-" + r.domain},
                      {"detector", r.detector}, {"detection_ms", r.detection_ms},
-                     {"interruption_ms", r.interruption_ms}});
+                     {"interruption_ms", r.interruption_ms}, {"disturbance_ms", r.disturbance_ms},
+                     {"baseline_ms", r.ambient_ms}});
     }
     fmt::print("{}\n", json{{"summary", rows}, {"runs", all}}.dump(2));
   }

@@ -245,7 +245,9 @@ class Frontend {
     bool suspecting = false;
     for (auto& b : backends_) suspecting = suspecting || b->watchdog.suspecting();
     if (active() != nullptr && (suspecting || now - last_traffic_ns_ < kRecentTrafficNs)) {
-      ms = std::max<int>(1, static_cast<int>(opt_.hang_timeout_ms / 2));
+      // Heartbeats are judged at a quarter of the timeout at worst, so a
+      // hang is found within about 1.25 timeouts even with no traffic to wake us.
+      ms = std::max<int>(1, static_cast<int>(opt_.hang_timeout_ms / 4));
     }
     for (auto& b : backends_) {
       if (b->state != Backend::State::down) continue;

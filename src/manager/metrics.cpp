@@ -31,6 +31,9 @@ using Labels = std::vector<std::pair<std::string, std::string>>;
 constexpr std::pair<std::string_view, std::string_view> kHelp[] = {
     {"nicguard_manager_info", "The manager's failover policy, as a label (always 1)"},
     {"nicguard_manager_pid", "Process id of the manager"},
+    {"nicguard_manager_fences_total", "Driver domains the manager fenced (SIGKILL) after a failure it detected"},
+    {"nicguard_manager_carrier_losses_total", "Carrier losses on driver domains' NICs"},
+    {"nicguard_manager_injections_total", "Faults injected through the control socket"},
     {"nicguard_manager_uptime_seconds", "Seconds since the manager started"},
     {"nicguard_driver_up", "1 while the driver domain's process runs"},
     {"nicguard_driver_active", "1 while the driver domain is the active one, 0 as spare or down"},
@@ -276,6 +279,7 @@ std::string format_metrics(const json& status) {
     e.add({"nicguard_manager_info", "gauge"}, {{"policy", text_of(member(status, "policy"))}}, "1");
   }
   add_numbers(e, member(status, "manager"), "nicguard_manager_", {}, false);
+  add_numbers(e, member(member(status, "manager"), "counters"), "nicguard_manager_", {}, true);
   for (const auto& d : list(status, "drivers")) add_driver(e, d);
   for (const auto& a : list(status, "apps")) add_app(e, a);
   return e.text();

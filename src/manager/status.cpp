@@ -200,9 +200,8 @@ json Manager::status_json() {
             {"config", config_.origin},
             {"state_dir", config_.state_dir},
             {"uptime_ms", (mono_ns() - started_mono_ns_) / 1'000'000},
-            {"fences", fences_},
-            {"carrier_losses", carrier_losses_},
-            {"injections", injections_}}},
+            {"counters",
+             {{"fences", fences_}, {"carrier_losses", carrier_losses_}, {"injections", injections_}}}}},
           {"drivers", std::move(drivers)},
           {"apps", std::move(apps)}};
 }

@@ -173,6 +173,13 @@ Result<UdpReport> run_stream(const StreamOptions& o, std::vector<Arrival>* serie
   return analyse(arrivals, sent, start, o.gap_report_ns);
 }
 
+Status use_realtime_priority() {
+  sched_param p{};
+  p.sched_priority = 1;
+  if (::sched_setscheduler(0, SCHED_FIFO, &p) != 0) return fail_errno("setting SCHED_FIFO 1");
+  return {};
+}
+
 Status run_echo(uint16_t port, double duration_s) {
   UniqueFd fd(::socket(AF_INET6, SOCK_DGRAM | SOCK_CLOEXEC, 0));
   if (!fd) return fail_errno("creating the echo socket");

@@ -62,4 +62,10 @@ Result<UdpReport> run_stream(const StreamOptions& o, std::vector<Arrival>* serie
 // Echoes every datagram back to its sender until duration_s passes.
 Status run_echo(uint16_t port, double duration_s);
 
+// Moves the calling process to the lowest real-time priority (SCHED_FIFO 1).
+// The probe sleeps between packets, so this costs nothing, but it keeps the
+// scheduler's noise on a small machine (2-5 ms waits for a CPU) out of what
+// it measures: the data path's interruption, not the probe's own.
+Status use_realtime_priority();
+
 }  // namespace ng::probe

@@ -244,3 +244,26 @@ TEST_F(FailoverTest, RestartPolicyConnectionSurvivesACrash) {
 
 }  // namespace
 }  // namespace ng::it
+
+namespace ng::it {
+namespace {
+
+// `nicguard demo` end to end, small: one crash per policy, the JSON summary.
+TEST(DemoTest, OneCrashPerPolicyIsDetectedAndSummarised) {
+  auto r = run(fmt::format("timeout -k 10 240 {} demo --runs 1 --faults crash --json", quote(kNicguard)),
+               260s);
+  ASSERT_TRUE(r.ok()) << r.describe();
+  auto at = r.out.find("{\n");
+  ASSERT_NE(at, std::string::npos) << r.out;
+  auto j = nlohmann::json::parse(r.out.substr(at), nullptr, false);
+  ASSERT_TRUE(j.is_object()) << r.out;
+  ASSERT_EQ(j["summary"].size(), 2u) << j.dump(2);
+  for (const auto& row : j["summary"]) {
+    EXPECT_EQ(row.value("runs", 0), 1) << row.dump();
+    EXPECT_EQ(row.value("detected", 0), 1) << row.dump();
+    EXPECT_EQ(row["detectors"].value("crash", 0), 1) << row.dump();
+  }
+}
+
+}  // namespace
+}  // namespace ng::it
