@@ -79,7 +79,7 @@ class NetnsChild {
 };
 
 constexpr uint16_t kProbePort = 7777;
-constexpr uint64_t kGapNs = 1'000'000;  // silences shorter than this are not a failover's
+constexpr uint64_t kGapNs = 2'000'000;  // silences shorter than this are not a failover's
 // A failover's effects are looked for this long after its injection; the
 // same stream, as long before it, is the baseline with no failure in it.
 constexpr uint64_t kWindowNs = 400'000'000;
@@ -100,9 +100,7 @@ struct Run {
   uint64_t injected_ns = 0;
   std::string detector;     // "" when no detector fired
   double detection_ms = -1;  // injection to the first detection
-  uint64_t detected_ns = 0;
-  double interruption_ms = 0;  // the stream's silence around the detection (< 1 ms: 0)
-  double disturbance_ms = 0;   // its longest silence in the window after the injection
+  double interruption_ms = 0;  // the stream's longest silence in the window after it
   double ambient_ms = 0;       // the same, in as long a window before it: the baseline
 };
 
@@ -155,7 +153,6 @@ void assess(std::vector<Run>& runs, const std::vector<json>& events, const json&
       if (e.value("domain", "") != "driver-" + r.domain) continue;
       r.detector = e.value("detector", "");
       r.detection_ms = static_cast<double>(t - r.injected_ns) / 1e6;
-      r.detected_ns = t;
       break;
     }
     for (const auto& g : gaps) {
@@ -164,10 +161,7 @@ void assess(std::vector<Run>& runs, const std::vector<json>& events, const json&
       if (begin >= base_from && begin < base_until) r.ambient_ms = std::max(r.ambient_ms, ms);
       // A silence that began up to one gap before the injection is its own.
       if (begin + kGapNs < r.injected_ns || begin >= until) continue;
-      r.disturbance_ms = std::max(r.disturbance_ms, ms);
-      auto end = begin + static_cast<uint64_t>(ms * 1e6);
-      bool spans_detection = r.detected_ns != 0 && begin <= r.detected_ns && r.detected_ns <= end;
-      if (spans_detection || r.detected_ns == 0) r.interruption_ms = std::max(r.interruption_ms, ms);
+      r.interruption_ms = std::max(r.interruption_ms, ms);
     }
   }
 }
@@ -251,7 +245,7 @@ std::string cell(const json& s) {
 
 // One row per policy and fault: the figures over every run.
 json summarize(const std::vector<Run>& runs, const std::string& policy, const std::string& fault) {
-  std::vector<double> detect, interrupt, disturb, ambient;
+  std::vector<double> detect, interrupt, ambient;
   std::map<std::string, int> detectors;
   int total = 0;
   for (const auto& r : runs) {
@@ -260,14 +254,12 @@ json summarize(const std::vector<Run>& runs, const std::string& policy, const st
     ++detectors[r.detector.empty() ? "none" : r.detector];
     if (r.detection_ms >= 0) detect.push_back(r.detection_ms);
     interrupt.push_back(r.interruption_ms);
-    disturb.push_back(r.disturbance_ms);
     ambient.push_back(r.ambient_ms);
   }
   return {{"policy", policy},          {"fault", fault},
           {"runs", total},             {"detected", detect.size()},
           {"detectors", detectors},    {"detection_ms", stats_json(detect)},
-          {"interruption_ms", stats_json(interrupt)}, {"disturbance_ms", stats_json(disturb)},
-          {"baseline_ms", stats_json(ambient)}};
+          {"interruption_ms", stats_json(interrupt)}, {"baseline_ms", stats_json(ambient)}};
 }
 
 int run_demo(const DemoOptions& o) {
@@ -281,34 +273,31 @@ int run_demo(const DemoOptions& o) {
     runs.insert(runs.end(), r->begin(), r->end());
   }
   json rows = json::array();
-  fmt::print("\n{:<11} {:<7} {:>4} {:<10} {:>18} {:>18} {:>18} {:>18}\n", "policy", "fault", "runs",
-             "detector", "detection ms", "interruption ms", "disturbance ms", "baseline ms");
-  fmt::print("{:<11} {:<7} {:>4} {:<10} {:>18} {:>18} {:>18} {:>18}\n", "", "", "", "", "p50/p99/max",
-             "p50/p99/max", "p50/p99/max", "p50/p99/max");
+  fmt::print("\n{:<11} {:<7} {:>4} {:<10} {:>18} {:>18} {:>18}\n", "policy", "fault", "runs",
+             "detector", "detection ms", "interruption ms", "baseline ms");
+  fmt::print("{:<11} {:<7} {:>4} {:<10} {:>18} {:>18} {:>18}\n", "", "", "", "", "p50/p99/max",
+             "p50/p99/max", "p50/p99/max");
   for (const auto& policy : o.policies) {
     for (const auto& fault : o.faults) {
       json row = summarize(runs, policy, fault);
       std::string det;
       for (const auto& [k, v] : row["detectors"].items()) det += fmt::format("{}{}x{}", det.empty() ? "" : ",", v.get<int>(), k);
-      fmt::print("{:<11} {:<7} {:>4} {:<10} {:>18} {:>18} {:>18} {:>18}\n", policy, fault,
+      fmt::print("{:<11} {:<7} {:>4} {:<10} {:>18} {:>18} {:>18}\n", policy, fault,
                  row["runs"].get<int>(), det, cell(row["detection_ms"]),
-                 cell(row["interruption_ms"]), cell(row["disturbance_ms"]),
-                 cell(row["baseline_ms"]));
+                 cell(row["interruption_ms"]), cell(row["baseline_ms"]));
       rows.push_back(row);
     }
   }
-  fmt::print("\ninterruption: the echoed stream's silence around each detection (0: none over "
-             "{} ms);\ndisturbance: its longest silence in the {} ms after each injection (the "
-             "failed domain's restart included);\nbaseline: its longest silence in {} ms "
-             "without a failure, just before each injection\n",
-             kGapNs / 1'000'000, kWindowNs / 1'000'000, kWindowNs / 1'000'000);
+  fmt::print("\ninterruption: the echoed stream's longest silence in the {} ms after each "
+             "injection, the failed domain's restart included (0: none over {} ms);\nbaseline: "
+             "its longest silence in {} ms without a failure, just before each injection\n",
+             kWindowNs / 1'000'000, kGapNs / 1'000'000, kWindowNs / 1'000'000);
   if (o.json) {
     json all = json::array();
     for (const auto& r : runs) {
       all.push_back({{"policy", r.policy}, {"fault", r.fault}, {"domain", "driver-" + r.domain},
                      {"detector", r.detector}, {"detection_ms", r.detection_ms},
-                     {"interruption_ms", r.interruption_ms}, {"disturbance_ms", r.disturbance_ms},
-                     {"baseline_ms", r.ambient_ms}});
+                     {"interruption_ms", r.interruption_ms}, {"baseline_ms", r.ambient_ms}});
     }
     fmt::print("{}\n", json{{"summary", rows}, {"runs", all}}.dump(2));
   }

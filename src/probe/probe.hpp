@@ -26,7 +26,7 @@ struct Gap {
   double ms;
 };
 inline constexpr uint64_t kGapReportNs = 2'000'000;
-inline constexpr size_t kMaxGaps = 10000;
+inline constexpr size_t kMaxGaps = 100000;
 
 struct UdpReport {
   uint64_t sent = 0;
