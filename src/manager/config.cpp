@@ -209,7 +209,11 @@ struct Parser {
   void parse_manager(const toml::table& root) {
     const toml::table* t = table(root, "manager", true);
     if (t == nullptr) return;
-    TableReader r(*t, "manager", {"state_dir", "policy", "control_socket"}, errors);
+    TableReader r(*t, "manager",
+                  {"state_dir", "policy", "control_socket", "spare_restart_delay_ms"}, errors);
+    if (auto v = r.integer("spare_restart_delay_ms", false, 0, 60000)) {
+      config.spare_restart_delay_ms = static_cast<uint32_t>(*v);
+    }
     if (auto dir = r.string("state_dir", true)) {
       while (dir->size() > 1 && dir->back() == '/') dir->pop_back();
       if (dir->empty() || dir->front() != '/' || *dir == "/") {
@@ -504,7 +508,8 @@ std::string to_toml(const Config& c) {
   toml::table root;
   root.insert("manager", toml::table{{"state_dir", c.state_dir},
                                      {"policy", policy_name(c.policy)},
-                                     {"control_socket", c.control_socket}});
+                                     {"control_socket", c.control_socket},
+                                     {"spare_restart_delay_ms", int64_t{c.spare_restart_delay_ms}}});
   root.insert("ring", toml::table{{"tx_slots", int64_t{c.ring.tx_slots}},
                                   {"rx_slots", int64_t{c.ring.rx_slots}},
                                   {"slot_size", int64_t{c.ring.slot_size}}});

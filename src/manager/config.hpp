@@ -60,6 +60,10 @@ struct Config {
   std::string state_dir;  // absolute, no trailing '/'
   Policy policy = Policy::warm_spare;
   std::string control_socket;  // defaults to "<state_dir>/control.sock"
+  // Under warm-spare a failed driver domain is restarted this late: the
+  // spare carries the traffic, and a restart at once takes the CPU from it
+  // at the worst moment. The restart policy restarts at once.
+  uint32_t spare_restart_delay_ms = 250;
   RingConfig ring;
   DetectConfig detect;
   MetricsConfig metrics;

@@ -583,9 +583,13 @@ void Manager::on_child_exit(Child& c) {
   // The first failure after a stable run restarts at once; a domain that
   // keeps failing soon after its restart backs off so it cannot spin.
   c.backoff_ms = up >= kStableNs ? 0 : std::clamp(c.backoff_ms * 2, kFirstBackoffMs, kMaxBackoffMs);
-  c.restart_at_ns = mono_ns() + uint64_t{c.backoff_ms} * 1'000'000 + 1;
+  c.restart_delay_ms = c.backoff_ms;
+  if (c.kind == ChildKind::driver && config_.policy == Policy::warm_spare) {
+    c.restart_delay_ms = std::max(c.restart_delay_ms, config_.spare_restart_delay_ms);
+  }
+  c.restart_at_ns = mono_ns() + uint64_t{c.restart_delay_ms} * 1'000'000 + 1;
   spdlog::warn("{}: pid {} {} after {} ms up; restarting in {} ms", c.domain(), old, status,
-               up / 1'000'000, c.backoff_ms);
+               up / 1'000'000, c.restart_delay_ms);
 }
 
 void Manager::restart_due() {
@@ -602,7 +606,7 @@ void Manager::restart_due() {
                     c.backoff_ms);
       continue;
     }
-    event("restart", &c, {{"pid", c.pid}, {"restarts", c.restarts}, {"delay_ms", c.backoff_ms}});
+    event("restart", &c, {{"pid", c.pid}, {"restarts", c.restarts}, {"delay_ms", c.restart_delay_ms}});
   }
 }
 

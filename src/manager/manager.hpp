@@ -42,6 +42,7 @@ struct Child {
   uint64_t started_wall_coarse_ns = 0;  // same clock as file timestamps
   uint64_t restart_at_ns = 0;           // mono; 0: no restart pending
   uint32_t backoff_ms = 0;              // delay before the next restart
+  uint32_t restart_delay_ms = 0;        // what the pending restart waits: back-off or policy
   uint32_t restarts = 0;
   std::optional<stats::DriverStatsFile> driver_stats;  // mapped lazily, dropped on exit
   std::optional<stats::FrontStatsFile> front_stats;

@@ -300,3 +300,31 @@ TEST(ConfigMemory, DriverLimitMustHoldEveryRingRegion) {
   EXPECT_NE(too_small.error().message.find("driver[0].memory_limit_mb"), std::string::npos)
       << too_small.error().message;
 }
+
+TEST(Config, DetectionAndRecoveryKeys) {
+  auto c = parse_config(with("policy = \"warm-spare\"\n",
+                             "policy = \"warm-spare\"\nspare_restart_delay_ms = 40\n\n"
+                             "[detect]\nhang_timeout_ms = 9\nstall_timeout_ms = 70\ncarrier = false\n"
+                             "heartbeat_ms = 5\n\n[metrics]\nlisten = \"127.0.0.1:9520\"\n"),
+                        "test.toml");
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_EQ(c->spare_restart_delay_ms, 40u);
+  EXPECT_EQ(c->detect.hang_timeout_ms, 9u);
+  EXPECT_EQ(c->detect.stall_timeout_ms, 70u);
+  EXPECT_EQ(c->detect.heartbeat_ms, 5u);
+  EXPECT_FALSE(c->detect.carrier);
+  EXPECT_EQ(c->metrics.listen, "127.0.0.1:9520");
+  auto again = parse_config(to_toml(*c), "roundtrip.toml");
+  ASSERT_TRUE(again) << again.error().message;
+  EXPECT_EQ(again->detect.hang_timeout_ms, 9u);
+  EXPECT_EQ(again->spare_restart_delay_ms, 40u);
+
+  auto e = errors_of(with("policy = \"warm-spare\"\n",
+                          "policy = \"warm-spare\"\nspare_restart_delay_ms = 70000\n\n"
+                          "[detect]\nhang_timeout_ms = 1\ncarrier = 3\n\n"
+                          "[metrics]\nlisten = \"0.0.0.0:9520\"\n"));
+  EXPECT_THAT(e, HasSubstr("manager.spare_restart_delay_ms"));
+  EXPECT_THAT(e, HasSubstr("detect.hang_timeout_ms"));
+  EXPECT_THAT(e, HasSubstr("detect.carrier"));
+  EXPECT_THAT(e, HasSubstr("metrics.listen"));
+}
