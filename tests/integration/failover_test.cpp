@@ -267,3 +267,31 @@ TEST(DemoTest, OneCrashPerPolicyIsDetectedAndSummarised) {
 
 }  // namespace
 }  // namespace ng::it
+
+namespace ng::it {
+namespace {
+
+// One app's frontend finds the hang and fences the domain; the fence is the
+// verdict the other app's frontend hears (a hang-up), so both move.
+TEST(FailoverVerdictTest, EveryFrontendLeavesAFencedDomain) {
+  LabOptions o;
+  o.apps = 2;
+  LabGuard lab(o);
+  ASSERT_TRUE(lab.ok()) << lab.error();
+  auto r = run(fmt::format("{} inject a freeze -s {}", quote(kNicguard), quote(lab.control_socket())), 10s);
+  ASSERT_TRUE(r.ok()) << r.describe();
+  auto switched = [&](const std::string& app) {
+    return has_event(lab, 0, {{"event", "switch"}, {"source", "front-" + app}, {"from", "driver-a"},
+                              {"to", "driver-b"}});
+  };
+  EXPECT_TRUE(wait_until([&] { return switched("app1") && switched("app2"); }, kRejoinLimit))
+      << event_lines(lab) << lab.logs();
+  EXPECT_TRUE(has_event(lab, 0, {{"event", "fence"}, {"domain", "driver-a"}})) << event_lines(lab);
+  for (const auto& app : lab.apps()) {
+    auto ping = run_in(lab.ext_ns(), "ping -c 3 -i 0.2 -W 2 " + app.ipv4, 20s);
+    EXPECT_TRUE(ping.ok()) << app.name << "\n" << ping.describe();
+  }
+}
+
+}  // namespace
+}  // namespace ng::it
