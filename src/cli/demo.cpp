@@ -224,17 +224,11 @@ ng::Result<std::vector<Run>> run_policy(const std::string& policy, const DemoOpt
   return runs;
 }
 
-double percentile(std::vector<double> v, double p) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  size_t i = static_cast<size_t>(p / 100.0 * static_cast<double>(v.size() - 1) + 0.5);
-  return v[std::min(i, v.size() - 1)];
-}
-
-json stats_json(const std::vector<double>& v) {
+json stats_json(std::vector<double> v) {
   if (v.empty()) return nullptr;
-  return {{"p50", percentile(v, 50)}, {"p99", percentile(v, 99)},
-          {"max", *std::max_element(v.begin(), v.end())}};
+  double max = *std::max_element(v.begin(), v.end());
+  return {{"p50", ng::probe::percentile(v, 50)}, {"p99", ng::probe::percentile(v, 99)},
+          {"max", max}};
 }
 
 std::string cell(const json& s) {

@@ -141,8 +141,7 @@ class Frontend {
       if (now - last_control > kControlPollNs) {
         last_control = now;
         reconnect_due(now);
-        watch_backends(now);
-        if (!handle_events(0)) return 1;
+        if (!handle_events(0)) return 1;  // also watches the backends
       }
       if (idler.keep_polling(work, now)) continue;
       auto woke = sleep(now);
@@ -296,20 +295,21 @@ class Frontend {
     }
   }
 
-
   void watch(Backend& b, uint64_t now) {
     if (auto s = b.tx.refresh(); !s) return fail_backend(b, Detector::violation, s.error().message);
     uint64_t beat = b.header->heartbeat.value.load(std::memory_order_relaxed);
     pid_t pid = b.pid;
     auto sample = [pid] { return pid > 0 ? sample_process(pid) : ProcSample{true, 'R', 0}; };
     Verdict v = b.watchdog.check(now, beat, b.tx.done(), b.tx.in_flight(), sample);
+    if (v == Verdict::ok) return;
     if (v == Verdict::demand_beat) return ring::kick(b.kick_driver.get());
+    Detector d = v == Verdict::stall ? Detector::stall
+                 : v == Verdict::hang ? Detector::hang
+                                      : Detector::crash;
     // A beat that landed while the process was sampled clears the suspicion.
-    bool suspected = v == Verdict::hang || v == Verdict::crash;
-    if (suspected && b.header->heartbeat.value.load(std::memory_order_relaxed) != beat) return;
-    if (v == Verdict::hang) fail_backend(b, Detector::hang, b.watchdog.detail(), b.watchdog.silent_ns());
-    if (v == Verdict::crash) fail_backend(b, Detector::crash, b.watchdog.detail(), b.watchdog.silent_ns());
-    if (v == Verdict::stall) fail_backend(b, Detector::stall, b.watchdog.detail(), b.watchdog.silent_ns());
+    bool sampled = d != Detector::stall;
+    if (sampled && b.header->heartbeat.value.load(std::memory_order_relaxed) != beat) return;
+    fail_backend(b, d, b.watchdog.detail(), b.watchdog.silent_ns());
   }
 
   void arm_watchdog(Backend& b, bool active) {

@@ -103,6 +103,11 @@ class TableReader {
     return v;
   }
 
+  // An optional integer in [min, max] stored into a uint32_t field, left as is when absent.
+  void u32(std::string_view key, int64_t min, int64_t max, uint32_t& field) {
+    if (auto v = integer(key, false, min, max)) field = static_cast<uint32_t>(*v);
+  }
+
   std::vector<std::pair<const toml::node*, std::string>> strings(std::string_view key) {
     std::vector<std::pair<const toml::node*, std::string>> out;
     const toml::node* n = t_.get(key);
@@ -211,9 +216,7 @@ struct Parser {
     if (t == nullptr) return;
     TableReader r(*t, "manager",
                   {"state_dir", "policy", "control_socket", "spare_restart_delay_ms"}, errors);
-    if (auto v = r.integer("spare_restart_delay_ms", false, 0, 60000)) {
-      config.spare_restart_delay_ms = static_cast<uint32_t>(*v);
-    }
+    r.u32("spare_restart_delay_ms", 0, 60000, config.spare_restart_delay_ms);
     if (auto dir = r.string("state_dir", true)) {
       while (dir->size() > 1 && dir->back() == '/') dir->pop_back();
       if (dir->empty() || dir->front() != '/' || *dir == "/") {
@@ -247,13 +250,9 @@ struct Parser {
     TableReader r(*t, "detect", {"heartbeat_ms", "hang_timeout_ms", "stall_timeout_ms", "carrier"},
                   errors);
     auto& d = config.detect;
-    if (auto v = r.integer("heartbeat_ms", false, 1, 1000)) d.heartbeat_ms = static_cast<uint32_t>(*v);
-    if (auto v = r.integer("hang_timeout_ms", false, 2, 10000)) {
-      d.hang_timeout_ms = static_cast<uint32_t>(*v);
-    }
-    if (auto v = r.integer("stall_timeout_ms", false, 5, 60000)) {
-      d.stall_timeout_ms = static_cast<uint32_t>(*v);
-    }
+    r.u32("heartbeat_ms", 1, 1000, d.heartbeat_ms);
+    r.u32("hang_timeout_ms", 2, 10000, d.hang_timeout_ms);
+    r.u32("stall_timeout_ms", 5, 60000, d.stall_timeout_ms);
     if (const toml::node* n = r.node("carrier")) {
       if (n->is_boolean()) {
         d.carrier = n->as_boolean()->get();
@@ -280,12 +279,9 @@ struct Parser {
     if (t == nullptr) return;
     TableReader r(*t, "ring", {"tx_slots", "rx_slots", "slot_size"}, errors);
     auto& ring = config.ring;
-    auto read = [&](std::string_view key, uint32_t& field) {
-      if (auto v = r.integer(key, false, 0, UINT32_MAX)) field = static_cast<uint32_t>(*v);
-    };
-    read("tx_slots", ring.tx_slots);
-    read("rx_slots", ring.rx_slots);
-    read("slot_size", ring.slot_size);
+    r.u32("tx_slots", 0, UINT32_MAX, ring.tx_slots);
+    r.u32("rx_slots", 0, UINT32_MAX, ring.rx_slots);
+    r.u32("slot_size", 0, UINT32_MAX, ring.slot_size);
     if (auto l = ring::compute_layout(ring.tx_slots, ring.rx_slots, ring.slot_size); !l) {
       errors.at(t, "ring", l.error().message);
     }

@@ -25,13 +25,6 @@ struct Wire {
 };
 constexpr uint32_t kWireMagic = 0x4e475052;  // "NGPR"
 
-double percentile(std::vector<double>& v, double p) {
-  if (v.empty()) return 0;
-  size_t k = std::min(v.size() - 1, static_cast<size_t>(p / 100.0 * static_cast<double>(v.size())));
-  std::nth_element(v.begin(), v.begin() + static_cast<long>(k), v.end());
-  return v[k];
-}
-
 struct Endpoint {
   sockaddr_storage addr{};
   socklen_t len = 0;
@@ -70,6 +63,13 @@ void receive_all(int fd, std::vector<Arrival>& out) {
 }
 
 }  // namespace
+
+double percentile(std::vector<double>& v, double p) {
+  if (v.empty()) return 0;
+  size_t k = std::min(v.size() - 1, static_cast<size_t>(p / 100.0 * static_cast<double>(v.size())));
+  std::nth_element(v.begin(), v.begin() + static_cast<long>(k), v.end());
+  return v[k];
+}
 
 UdpReport analyse(std::span<const Arrival> arrivals, uint64_t sent, uint64_t start_ns,
                   uint64_t gap_report_ns) {

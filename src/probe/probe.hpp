@@ -42,6 +42,9 @@ struct UdpReport {
   std::vector<Gap> gaps;  // every silence over kGapReportNs, in order (at most kMaxGaps)
 };
 
+// The p-th percentile (0..100) of v, by nearest rank; reorders v. 0 when empty.
+double percentile(std::vector<double>& v, double p);
+
 // Pure: turns the arrival series (in arrival order) into the report.
 // Sequence numbers are unwrapped, so a stream longer than 2^32 packets works.
 UdpReport analyse(std::span<const Arrival> arrivals, uint64_t sent, uint64_t start_ns,
