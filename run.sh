@@ -16,7 +16,7 @@ PACKAGES=(
   # build
   build-essential cmake pkg-config
   libnl-3-dev libnl-route-3-dev libseccomp-dev libcap-dev libbpf-dev libxdp-dev
-  libtomlplusplus-dev libcli11-dev nlohmann-json3-dev libspdlog-dev libfmt-dev libexpected-dev
+  libtomlplusplus-dev libcli11-dev nlohmann-json3-dev libspdlog-dev libfmt-dev libexpected-dev libcurl4-openssl-dev
   # tests and micro-benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
   # lab, demo and bench: namespaces, links, traffic generators, services

@@ -1,4 +1,5 @@
 #include "bench/bench.hpp"
+#include "common/text.hpp"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -56,21 +57,8 @@ constexpr const char* kSockperfHint = "install sockperf (apt-get install sockper
 
 int pidfd_open(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }
 
-std::string read_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 std::string last_lines(const std::string& text, int lines) {
-  size_t pos = text.size();
-  if (pos > 0 && text[pos - 1] == '\n') --pos;
-  for (int n = 0; n < lines && pos != std::string::npos && pos > 0; ++n) {
-    pos = text.rfind('\n', pos - 1);
-  }
-  auto out = pos == std::string::npos ? text : text.substr(pos + 1);
-  while (!out.empty() && out.back() == '\n') out.pop_back();
+  auto out = ng::last_lines(text, static_cast<size_t>(lines));
   return out.empty() ? "(no output)" : out;
 }
 

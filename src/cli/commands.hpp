@@ -16,5 +16,6 @@ void add_bench_command(CLI::App& app, int& exit_code);     // src/bench/command.
 void add_probe_command(CLI::App& app, int& exit_code);     // src/probe/command.cpp
 void add_demo_command(CLI::App& app, int& exit_code);      // src/cli/demo.cpp
 void add_inject_command(CLI::App& app, int& exit_code);    // src/inject/command.cpp
+void add_campaign_command(CLI::App& app, int& exit_code);  // src/campaign/command.cpp
 
 }  // namespace ng::cli

@@ -1,5 +1,6 @@
 #include "driver/crash.hpp"
 
+#include <sched.h>
 #include <signal.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -17,7 +18,16 @@ constexpr size_t kAltStackSize = 64 * 1024;
 // frontend socket on the way back from the syscall. Returning re-runs the
 // faulting instruction under the default action (SA_RESETHAND), which ends
 // the process with the original signal, or lets abort() re-raise.
-void on_crash(int) { ::syscall(SYS_close_range, kLowestFd, kHighestFd, 0); }
+//
+// The dying process then tears down its memory (the rings, the packet
+// socket's buffers) for milliseconds, on a CPU the spare that takes over
+// needs now: SCHED_IDLE first, so that teardown runs only when nothing
+// else wants the CPU.
+void on_crash(int) {
+  ::syscall(SYS_close_range, kLowestFd, kHighestFd, 0);
+  sched_param idle{};
+  ::sched_setscheduler(0, SCHED_IDLE, &idle);
+}
 
 }  // namespace
 

@@ -140,8 +140,15 @@ class Driver {
     }
   }
 
-  void beat() {
-    uint64_t hb = ++heartbeat_;
+  // The heartbeat's low bit says "inside a NIC call": such a call may run
+  // the receiving stack in this process's time for milliseconds (a veth
+  // peer's softirq work), which a frontend must not take for a spin. Every
+  // change advances the word, so each one is a beat.
+  void beat() { publish((heartbeat_ | 1) + 1); }
+  void enter_nic_call() { publish(heartbeat_ | 1); }
+
+  void publish(uint64_t hb) {
+    heartbeat_ = hb;
     stats_->heartbeat.store(hb, std::memory_order_relaxed);
     for (auto& c : conns_) {
       if (c && c->header) c->header->heartbeat.value.store(hb, std::memory_order_relaxed);
@@ -336,7 +343,9 @@ class Driver {
 
   unsigned poll_nic(bool drop_all) {
     uint32_t lens[kBatch];
+    enter_nic_call();
     auto got = nic_->receive(rx_iov_, lens);
+    beat();
     if (!got || *got == 0) return 0;
     if (drop_all) return *got;
     for (unsigned i = 0; i < *got; ++i) {
@@ -431,7 +440,9 @@ class Driver {
     unsigned refused = 0;
     unsigned sent = 0;
     if (count > 0) {
+      enter_nic_call();
       auto r = nic_->send({iov, count}, &refused);
+      beat();
       if (!r) spdlog::error("driver {}: {}", opt_.name, r.error().message);
       sent = r.value_or(0);
     }

@@ -12,25 +12,9 @@ void put16(std::vector<uint8_t>& f, uint16_t v) {
 
 void put(std::vector<uint8_t>& f, const uint8_t* p, size_t n) { f.insert(f.end(), p, p + n); }
 
-std::vector<uint8_t> garp(const Mac& mac, const Cidr& a) {
-  std::vector<uint8_t> f;
-  static constexpr uint8_t kBroadcast[6] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
-  static constexpr uint8_t kZero[6] = {};
-  put(f, kBroadcast, 6);
-  put(f, mac.data(), 6);
-  put16(f, 0x0806);
-  put16(f, 1);       // Ethernet
-  put16(f, 0x0800);  // IPv4
-  f.push_back(6);
-  f.push_back(4);
-  put16(f, 1);  // request: the form every stack accepts as gratuitous
-  put(f, mac.data(), 6);
-  put(f, a.addr.data(), 4);
-  put(f, kZero, 6);
-  put(f, a.addr.data(), 4);
-  f.resize(60, 0);
-  return f;
-}
+// A gratuitous ARP is a request for one's own address: the form every
+// stack accepts.
+std::vector<uint8_t> garp(const Mac& mac, const Cidr& a) { return arp_request(mac, a.addr.data(), a.addr.data()); }
 
 uint16_t icmp6_checksum(const uint8_t* src, const uint8_t* dst, const uint8_t* body, size_t len) {
   uint32_t sum = 0;
@@ -80,6 +64,26 @@ std::vector<uint8_t> unsolicited_na(const Mac& mac, const Cidr& a) {
 }
 
 }  // namespace
+
+std::vector<uint8_t> arp_request(const Mac& mac, const uint8_t* sender_ip, const uint8_t* target_ip) {
+  std::vector<uint8_t> f;
+  static constexpr uint8_t kBroadcast[6] = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+  static constexpr uint8_t kZero[6] = {};
+  put(f, kBroadcast, 6);
+  put(f, mac.data(), 6);
+  put16(f, 0x0806);
+  put16(f, 1);       // Ethernet
+  put16(f, 0x0800);  // IPv4
+  f.push_back(6);
+  f.push_back(4);
+  put16(f, 1);  // request
+  put(f, mac.data(), 6);
+  put(f, sender_ip, 4);
+  put(f, kZero, 6);
+  put(f, target_ip, 4);
+  f.resize(60, 0);
+  return f;
+}
 
 std::vector<std::vector<uint8_t>> announcements(const Mac& mac, const std::vector<Cidr>& addrs) {
   std::vector<std::vector<uint8_t>> out;

@@ -12,4 +12,7 @@ namespace ng::frontend {
 // Each frame is a bare Ethernet frame (no virtio-net header).
 std::vector<std::vector<uint8_t>> announcements(const Mac& mac, const std::vector<Cidr>& addrs);
 
+// A broadcast ARP request from mac/sender_ip for target_ip (4 bytes each).
+std::vector<uint8_t> arp_request(const Mac& mac, const uint8_t* sender_ip, const uint8_t* target_ip);
+
 }  // namespace ng::frontend

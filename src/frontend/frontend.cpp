@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <sched.h>
+#include <arpa/inet.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
@@ -24,6 +25,7 @@
 #include "common/fd.hpp"
 #include "common/stats.hpp"
 #include "frontend/announce.hpp"
+#include "frontend/rx_probe.hpp"
 #include "frontend/tap.hpp"
 #include "frontend/watchdog.hpp"
 #include "netlink/netlink.hpp"
@@ -126,6 +128,7 @@ class Frontend {
       backends_.push_back(std::move(b));
     }
     stats_->active.store(-1);
+    rx_probe_ = make_rx_probe(o);
     epoll_event ev{EPOLLIN, {.u64 = tag(tag_tap, 0)}};
     ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, tap_.get(), &ev);
   }
@@ -141,6 +144,7 @@ class Frontend {
       if (now - last_control > kControlPollNs) {
         last_control = now;
         reconnect_due(now);
+        check_receive_path(now);
         if (!handle_events(0)) return 1;  // also watches the backends
       }
       if (idler.keep_polling(work, now)) continue;
@@ -203,6 +207,10 @@ class Frontend {
         fail_backend(b, Detector::violation, f ? "runt frame" : f.error().message);
         return 1;
       }
+      if (rx_probe_.enabled() && rx_probe_.is_answer(reinterpret_cast<const uint8_t*>(f->data) + kVnetHdrLen,
+                                                     f->len - kVnetHdrLen)) {
+        rx_probe_.answered(mono_ns());
+      }
       if (::write(tap_.get(), f->data, f->len) < 0) {
         stats::add(stats_->rx_drops, 1);
         continue;
@@ -216,6 +224,32 @@ class Frontend {
     stats::add(b.st->rx_frames, n);
     stats::add(b.st->rx_bytes, bytes);
     return n;
+  }
+
+  // ---- the receive-path check (rx_probe.hpp) ----------------------------
+
+  RxProbe make_rx_probe(const FrontendOptions& o) {
+    if (o.rx_probe_target.empty()) return {};
+    Ipv4 target{}, sender{};
+    if (::inet_pton(AF_INET, o.rx_probe_target.c_str(), target.data()) != 1 ||
+        !pick_sender(o.addresses, target, sender)) {
+      spdlog::warn("frontend {}: receive-path check off: {}", o.name,
+                   "needs an IPv4 target and an IPv4 address of the app to ask from");
+      return {};
+    }
+    return RxProbe(o.mac, sender, target, uint64_t{o.rx_probe_interval_ms} * 1'000'000,
+                   uint64_t{o.rx_probe_timeout_ms} * 1'000'000);
+  }
+
+  void check_receive_path(uint64_t now) {
+    Backend* a = active();
+    if (a == nullptr || !rx_probe_.enabled()) return;
+    if (rx_probe_.failed(now)) return fail_backend(*a, Detector::stall, rx_probe_.detail(now));
+    if (!rx_probe_.due(now)) return;
+    const auto& frame = rx_probe_.frame();
+    if (post(*a, frame.data(), static_cast<uint32_t>(frame.size()), true) == 0) return;  // full: next pass
+    if (ring::peer_needs_kick(a->header->driver_sleeping)) ring::kick(a->kick_driver.get());
+    rx_probe_.sent(now);
   }
 
   // ---- sleeping and events ----------------------------------------------
@@ -252,6 +286,9 @@ class Frontend {
       if (b->state != Backend::State::down) continue;
       uint64_t due = b->next_attempt_ns > now ? b->next_attempt_ns - now : 0;
       ms = std::min<int>(ms, static_cast<int>(due / 1'000'000) + 1);
+    }
+    if (active() != nullptr && rx_probe_.enabled()) {
+      ms = std::min<int>(ms, static_cast<int>(std::min<uint64_t>(rx_probe_.wait_ns(now) / 1'000'000, 1000)) + 1);
     }
     return ms;
   }
@@ -479,6 +516,7 @@ class Frontend {
   }
 
   void set_active(Backend& b) {
+    rx_probe_.restart(mono_ns());
     active_ = static_cast<int>(b.index);
     stats_->active.store(active_, std::memory_order_relaxed);
     b.set_state(Backend::State::ready, proto::Role::active);
@@ -668,6 +706,7 @@ class Frontend {
   bool tap_armed_ = true;
   uint64_t last_traffic_ns_ = 0;
   std::deque<std::vector<std::byte>> held_;  // see hold()
+  RxProbe rx_probe_;
   bool resuming_ = false;                     // frames held, waiting for a domain
 };
 

@@ -10,7 +10,10 @@
 //                                        but a big process takes milliseconds
 //   stopped (SIGSTOP, traced)         -> hang
 //   asleep although it was kicked     -> hang (blocked somewhere else)
-//   ran a whole timeout on a CPU      -> hang (spinning without beating)
+//   ran a whole timeout on a CPU      -> hang (spinning without beating),
+//                                        unless the beat's low bit says it is
+//                                        inside a NIC call (the kernel's
+//                                        work, bounded): judged as starved
 //   runnable but given no CPU         -> not yet: the machine is overloaded,
 //                                        and failing over to a domain on the
 //                                        same CPUs would not help; hang only

@@ -1,6 +1,8 @@
 #include <CLI/CLI.hpp>
 #include <fmt/format.h>
 
+#include <optional>
+
 #include "cli/commands.hpp"
 #include "inject/inject.hpp"
 #include "manager/config.hpp"
@@ -13,6 +15,7 @@ struct InjectOptions {
   std::string fault;
   std::string config;
   std::string socket;
+  std::optional<uint64_t> seed;
   bool json = false;
 };
 
@@ -37,8 +40,9 @@ int run(const InjectOptions& o) {
     }
     socket = config->control_socket;
   }
-  auto answer = ng::manager::control_request(
-      socket, {{"cmd", "inject"}, {"domain", o.domain}, {"fault", o.fault}}, 2000);
+  nlohmann::json request{{"cmd", "inject"}, {"domain", o.domain}, {"fault", o.fault}};
+  if (o.seed) request["seed"] = *o.seed;
+  auto answer = ng::manager::control_request(socket, request, 2000);
   if (!answer) {
     fmt::print(stderr, "nicguard inject: {}\n", answer.error().message);
     return 1;
@@ -50,8 +54,14 @@ int run(const InjectOptions& o) {
   if (o.json) {
     fmt::print("{}\n", answer->dump());
   } else {
-    fmt::print("injected {} into {} (pid {})\n", o.fault, answer->value("domain", o.domain),
+    fmt::print("injected {} into {} (pid {})", o.fault, answer->value("domain", o.domain),
                answer->value("pid", 0));
+    if (answer->contains("seed")) {
+      fmt::print(": seed {}, {}, {} -> {}", (*answer)["seed"].get<uint64_t>(),
+                 answer->value("detail", std::string()), answer->value("before", std::string()),
+                 answer->value("after", std::string()));
+    }
+    fmt::print("\n");
   }
   return 0;
 }
@@ -70,6 +80,9 @@ void ng::cli::add_inject_command(CLI::App& app, int& exit_code) {
   auto* s = cmd->add_option("-s,--socket", o->socket, "the manager's control socket");
   c->excludes(s);
   cmd->add_flag("--json", o->json, "Print the manager's answer as JSON");
+  cmd->add_option("--seed", o->seed,
+                  "regflip: the seed that picks thread, moment, register and bit (random if "
+                  "not given; the answer names it, so any run can be repeated)");
   cmd->callback([o, &exit_code] {
     if (o->config.empty() && o->socket.empty()) {
       fmt::print(stderr, "nicguard inject: say which manager: -c FILE or -s SOCKET\n");

@@ -20,6 +20,9 @@ const std::vector<FaultInfo>& faults() {
       {Fault::slow, "slow", "every batch is delayed by 5 ms"},
       {Fault::link_down, "link-down", "the domain's NIC goes down (no carrier)"},
       {Fault::leak, "leak", "the driver leaks memory until its memory limit kills it"},
+      {Fault::regflip, "regflip",
+       "one random bit of one random register of a driver thread flips at a random moment "
+       "(ptrace; --seed makes the choice reproducible): a crash, a hang, wrong frames or nothing"},
   };
   return list;
 }
@@ -39,7 +42,8 @@ std::optional<Fault> parse_fault(std::string_view name) {
 }
 
 bool inside_domain(Fault f) {
-  return f != Fault::none && f != Fault::kill && f != Fault::freeze && f != Fault::link_down;
+  return f != Fault::none && f != Fault::kill && f != Fault::freeze && f != Fault::link_down &&
+         f != Fault::regflip;
 }
 
 std::string fault_list() {

@@ -32,6 +32,7 @@ enum class Fault : uint32_t {
   kill,       // SIGKILL
   freeze,     // SIGSTOP of the whole domain
   link_down,  // sets the domain's NIC down
+  regflip,    // one bit of one register of one thread flipped through ptrace (regflip.hpp)
 };
 
 struct FaultInfo {

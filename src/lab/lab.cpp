@@ -429,11 +429,12 @@ std::string to_toml(const LabInfo& i) {
     t += fmt::format("\n[[driver]]\nname = \"{}\"\nnic = \"{}\"\nnetns = \"{}\"\n", d.name, d.nic,
                      d.netns);
   }
+  // The external host stands in for the gateway the receive-path check asks.
   for (const auto& a : i.apps) {
     t += fmt::format(
         "\n[[app]]\nname = \"{}\"\nnetns = \"{}\"\nmac = \"{}\"\nipv4 = [\"{}\"]\n"
-        "ipv6 = [\"{}\"]\nmtu = {}\n",
-        a.name, a.netns, a.mac, a.ipv4, a.ipv6, a.mtu);
+        "ipv6 = [\"{}\"]\nmtu = {}\nrx_probe_target = \"{}\"\n",
+        a.name, a.netns, a.mac, a.ipv4, a.ipv6, a.mtu, i.ext.ipv4_address());
   }
   return t;
 }

@@ -247,12 +247,22 @@ struct Parser {
   void parse_detect(const toml::table& root) {
     const toml::table* t = table(root, "detect", false);
     if (t == nullptr) return;
-    TableReader r(*t, "detect", {"heartbeat_ms", "hang_timeout_ms", "stall_timeout_ms", "carrier"},
+    TableReader r(*t, "detect",
+                  {"heartbeat_ms", "hang_timeout_ms", "stall_timeout_ms", "carrier", "rx_probe_interval_ms",
+                   "rx_probe_timeout_ms"},
                   errors);
     auto& d = config.detect;
     r.u32("heartbeat_ms", 1, 1000, d.heartbeat_ms);
     r.u32("hang_timeout_ms", 2, 10000, d.hang_timeout_ms);
     r.u32("stall_timeout_ms", 5, 60000, d.stall_timeout_ms);
+    r.u32("rx_probe_interval_ms", 10, 10000, d.rx_probe_interval_ms);
+    r.u32("rx_probe_timeout_ms", 20, 60000, d.rx_probe_timeout_ms);
+    if (d.rx_probe_timeout_ms < 2 * d.rx_probe_interval_ms) {
+      errors.at(r.node("rx_probe_timeout_ms"), "detect.rx_probe_timeout_ms",
+                fmt::format("{} ms leaves room for fewer than two probes every {} ms: make it at least twice "
+                            "rx_probe_interval_ms",
+                            d.rx_probe_timeout_ms, d.rx_probe_interval_ms));
+    }
     if (const toml::node* n = r.node("carrier")) {
       if (n->is_boolean()) {
         d.carrier = n->as_boolean()->get();
@@ -342,8 +352,8 @@ struct Parser {
     Unique names("app name"), macs("MAC address"), addrs("address");
     for (size_t i = 0; i < arr->size(); ++i) {
       std::string path = fmt::format("app[{}]", i);
-      TableReader r(*(*arr)[i].as_table(), path, {"name", "netns", "mac", "ipv4", "ipv6", "mtu"},
-                    errors);
+      TableReader r(*(*arr)[i].as_table(), path,
+                    {"name", "netns", "mac", "ipv4", "ipv6", "mtu", "rx_probe_target"}, errors);
       AppConfig a;
       if (auto name = r.string("name", true)) {
         a.name = *name;
@@ -363,10 +373,29 @@ struct Parser {
       if (auto mtu = r.integer("mtu", false, 68, 9000)) a.mtu = static_cast<uint32_t>(*mtu);
       a.ipv4 = addresses(r, "ipv4", AF_INET, addrs);
       a.ipv6 = addresses(r, "ipv6", AF_INET6, addrs);
+      if (auto target = r.string("rx_probe_target", false)) {
+        a.rx_probe_target = *target;
+        check_probe_target(r, a);
+      }
       if (!a.ipv6.empty() && a.mtu < 1280) {
         errors.at(r.node("mtu"), r.key_path("mtu"), "IPv6 needs an MTU of at least 1280");
       }
       config.apps.push_back(std::move(a));
+    }
+  }
+
+  // The target must be a plain IPv4 address the app can ask from one of its own.
+  void check_probe_target(TableReader& r, const AppConfig& a) {
+    auto c = parse_cidr(a.rx_probe_target + "/32");
+    const char* why = nullptr;
+    if (!c || c->family != AF_INET) {
+      why = "is not an IPv4 address; give a neighbour on the NIC's segment, e.g. the gateway";
+    } else if (a.ipv4.empty()) {
+      why = "needs an IPv4 address of the app to ask from; add one to ipv4 or remove rx_probe_target";
+    }
+    if (why != nullptr) {
+      errors.at(r.node("rx_probe_target"), r.key_path("rx_probe_target"),
+                fmt::format("'{}' {}", a.rx_probe_target, why));
     }
   }
 
@@ -512,7 +541,9 @@ std::string to_toml(const Config& c) {
   root.insert("detect", toml::table{{"heartbeat_ms", int64_t{c.detect.heartbeat_ms}},
                                     {"hang_timeout_ms", int64_t{c.detect.hang_timeout_ms}},
                                     {"stall_timeout_ms", int64_t{c.detect.stall_timeout_ms}},
-                                    {"carrier", c.detect.carrier}});
+                                    {"carrier", c.detect.carrier},
+                                    {"rx_probe_interval_ms", int64_t{c.detect.rx_probe_interval_ms}},
+                                    {"rx_probe_timeout_ms", int64_t{c.detect.rx_probe_timeout_ms}}});
   if (!c.metrics.listen.empty()) root.insert("metrics", toml::table{{"listen", c.metrics.listen}});
   toml::array drivers;
   for (const auto& d : c.drivers) {
@@ -527,12 +558,10 @@ std::string to_toml(const Config& c) {
     toml::array v4, v6;
     for (const auto& x : a.ipv4) v4.push_back(x.text);
     for (const auto& x : a.ipv6) v6.push_back(x.text);
-    apps.push_back(toml::table{{"name", a.name},
-                               {"netns", a.netns},
-                               {"mac", format_mac(a.mac)},
-                               {"ipv4", std::move(v4)},
-                               {"ipv6", std::move(v6)},
-                               {"mtu", int64_t{a.mtu}}});
+    toml::table t{{"name", a.name},       {"netns", a.netns}, {"mac", format_mac(a.mac)},
+                  {"ipv4", std::move(v4)}, {"ipv6", std::move(v6)}, {"mtu", int64_t{a.mtu}}};
+    if (!a.rx_probe_target.empty()) t.insert("rx_probe_target", a.rx_probe_target);
+    apps.push_back(std::move(t));
   }
   if (!apps.empty()) root.insert("app", std::move(apps));
   std::ostringstream out;

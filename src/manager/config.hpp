@@ -32,6 +32,8 @@ struct DetectConfig {
   uint32_t hang_timeout_ms = 6;    // heartbeat silent this long, though asked for, = hang
   uint32_t stall_timeout_ms = 50;  // TX frames not taken this long, heartbeat alive = stall
   bool carrier = true;             // carrier loss on a domain's NIC is its failure
+  uint32_t rx_probe_interval_ms = 100;  // receive-path check: an ARP question this often
+  uint32_t rx_probe_timeout_ms = 300;   // ... unanswered this long is a stall
 };
 
 struct MetricsConfig {
@@ -53,6 +55,10 @@ struct AppConfig {
   std::vector<Cidr> ipv4;
   std::vector<Cidr> ipv6;
   uint32_t mtu = 1500;
+  // An IPv4 neighbour on the NIC's segment (a gateway) that the frontend
+  // asks through the active domain (see frontend/rx_probe.hpp); empty: the
+  // receive-path check is off for this app.
+  std::string rx_probe_target;
 };
 
 struct Config {

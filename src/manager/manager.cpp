@@ -2,6 +2,7 @@
 
 #include <fcntl.h>
 #include <poll.h>
+#include <sys/random.h>
 #include <sys/epoll.h>
 #include <sys/file.h>
 #include <sys/resource.h>
@@ -20,6 +21,7 @@
 #include <spdlog/spdlog.h>
 
 #include "common/clock.hpp"
+#include "inject/regflip.hpp"
 #include "netlink/netlink.hpp"
 
 namespace ng::manager {
@@ -399,6 +401,11 @@ void Manager::build_children() {
                                  "--stall-timeout-ms", std::to_string(config_.detect.stall_timeout_ms),
                                  "--events", config_.path("events.jsonl"),
                                  "--serve-nice", std::to_string(serve_nice())});
+    if (!a.rx_probe_target.empty()) {
+      c.args.insert(c.args.end(), {"--rx-probe-target", a.rx_probe_target, "--rx-probe-interval-ms",
+                                   std::to_string(config_.detect.rx_probe_interval_ms),
+                                   "--rx-probe-timeout-ms", std::to_string(config_.detect.rx_probe_timeout_ms)});
+    }
     children_.push_back(std::move(c));
   }
 }
@@ -658,6 +665,7 @@ nlohmann::json Manager::inject(const nlohmann::json& request) {
                                                  inject::fault_list())}};
   }
   if (c->pid == 0 || !c->pidfd) return {{"ok", false}, {"error", c->domain() + " is not running"}};
+  if (*fault == inject::Fault::regflip) return regflip(*c, request);
   Status done;
   if (*fault == inject::Fault::kill) done = pidfd_signal(c->pidfd.get(), SIGKILL) == 0 ? Status{} : fail_errno("SIGKILL");
   if (*fault == inject::Fault::freeze) done = pidfd_signal(c->pidfd.get(), SIGSTOP) == 0 ? Status{} : fail_errno("SIGSTOP");
@@ -669,6 +677,38 @@ nlohmann::json Manager::inject(const nlohmann::json& request) {
   event("inject", c, {{"fault", inject::fault_name(*fault)}, {"pid", c->pid}});
   return {{"ok", true}, {"domain", c->domain()}, {"fault", inject::fault_name(*fault)}, {"pid", c->pid},
           {"ts_mono_ns", at}};
+}
+
+// Synchronous: the moment is at most max_delay_us away, and only the
+// manager's own loop waits for it; the frontends detect on their own.
+nlohmann::json Manager::regflip(Child& c, const nlohmann::json& request) {
+  uint64_t seed = 0;
+  auto it = request.find("seed");
+  if (it != request.end() && it->is_number_unsigned()) {
+    seed = it->get<uint64_t>();
+  } else if (::getrandom(&seed, sizeof(seed), 0) != sizeof(seed)) {
+    return {{"ok", false}, {"error", fmt::format("choosing a seed: {}", strerror(errno))}};
+  }
+  auto plan = inject::plan_regflip_for(c.pid, seed);
+  auto done = plan ? inject::apply_regflip(*plan) : Result<inject::RegflipResult>(tl::unexpected(plan.error()));
+  if (!done) return {{"ok", false}, {"error", fmt::format("regflip into {}: {}", c.domain(), done.error().message)}};
+  ++injections_;
+  nlohmann::json what = {{"fault", "regflip"},
+                         {"pid", c.pid},
+                         {"seed", seed},
+                         {"tid", done->plan.tid},
+                         {"register", std::string(inject::regflip_registers()[static_cast<size_t>(done->plan.reg)])},
+                         {"bit", done->plan.bit},
+                         {"delay_us", done->plan.delay_us},
+                         {"rip", fmt::format("{:#x}", done->rip)},
+                         {"before", fmt::format("{:#x}", done->before)},
+                         {"after", fmt::format("{:#x}", done->after)}};
+  event("inject", &c, what);
+  what["ok"] = true;
+  what["domain"] = c.domain();
+  what["detail"] = done->plan.describe();
+  what["ts_mono_ns"] = done->flipped_mono_ns;
+  return what;
 }
 
 Status Manager::reset_nic(const Child& c) {

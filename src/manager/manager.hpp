@@ -101,6 +101,7 @@ class Manager {
   void on_link_event(Child& c);
   void fence(Child& c, const std::string& reason);
   nlohmann::json inject(const nlohmann::json& request);
+  nlohmann::json regflip(Child& c, const nlohmann::json& request);
   Child* find_driver(const std::string& name);
   int next_timeout_ms() const;
   Status watch_fd(int fd, uint64_t key);

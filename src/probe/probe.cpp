@@ -14,6 +14,7 @@
 
 #include "common/clock.hpp"
 #include "common/fd.hpp"
+#include "probe/csv.hpp"
 
 namespace ng::probe {
 namespace {
@@ -25,10 +26,21 @@ struct Wire {
 };
 constexpr uint32_t kWireMagic = 0x4e475052;  // "NGPR"
 
-struct Endpoint {
-  sockaddr_storage addr{};
-  socklen_t len = 0;
-};
+void sleep_until(uint64_t t_ns) {
+  timespec ts{static_cast<time_t>(t_ns / 1'000'000'000ULL), static_cast<long>(t_ns % 1'000'000'000ULL)};
+  ::clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, nullptr);
+}
+
+void receive_all(int fd, std::vector<Arrival>& out) {
+  Wire w{};
+  for (;;) {
+    ssize_t n = ::recv(fd, &w, sizeof(w), MSG_DONTWAIT);
+    if (n != sizeof(w)) return;
+    if (w.magic == kWireMagic) out.push_back({w.seq, w.sent_ns, mono_ns()});
+  }
+}
+
+}  // namespace
 
 Result<Endpoint> resolve(const std::string& address, uint16_t port) {
   Endpoint e;
@@ -48,22 +60,6 @@ Result<Endpoint> resolve(const std::string& address, uint16_t port) {
   return e;
 }
 
-void sleep_until(uint64_t t_ns) {
-  timespec ts{static_cast<time_t>(t_ns / 1'000'000'000ULL), static_cast<long>(t_ns % 1'000'000'000ULL)};
-  ::clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, nullptr);
-}
-
-void receive_all(int fd, std::vector<Arrival>& out) {
-  Wire w{};
-  for (;;) {
-    ssize_t n = ::recv(fd, &w, sizeof(w), MSG_DONTWAIT);
-    if (n != sizeof(w)) return;
-    if (w.magic == kWireMagic) out.push_back({w.seq, w.sent_ns, mono_ns()});
-  }
-}
-
-}  // namespace
-
 double percentile(std::vector<double>& v, double p) {
   if (v.empty()) return 0;
   size_t k = std::min(v.size() - 1, static_cast<size_t>(p / 100.0 * static_cast<double>(v.size())));
@@ -74,6 +70,7 @@ double percentile(std::vector<double>& v, double p) {
 UdpReport analyse(std::span<const Arrival> arrivals, uint64_t sent, uint64_t start_ns,
                   uint64_t gap_report_ns) {
   UdpReport r;
+  r.start_mono_ns = start_ns;
   r.sent = sent;
   std::unordered_set<uint64_t> seen;
   std::vector<double> rtts;
@@ -128,7 +125,8 @@ nlohmann::json gaps_json(const std::vector<Gap>& gaps) {
 }  // namespace
 
 nlohmann::json to_json(const UdpReport& r) {
-  return {{"sent", r.sent},
+  return {{"start_mono_ns", r.start_mono_ns},
+          {"sent", r.sent},
           {"received", r.received},
           {"lost", r.lost},
           {"duplicated", r.duplicated},
@@ -139,6 +137,17 @@ nlohmann::json to_json(const UdpReport& r) {
           {"rtt_us_p99", r.rtt_us_p99},
           {"rtt_us_max", r.rtt_us_max},
           {"gaps", gaps_json(r.gaps)}};
+}
+
+std::string arrivals_csv(std::span<const Arrival> arrivals, uint64_t start_ns) {
+  Csv csv{"seq", "sent_us", "recv_us", "rtt_us"};
+  auto us = [start_ns](uint64_t t) {
+    return (static_cast<double>(t) - static_cast<double>(start_ns)) / 1e3;
+  };
+  for (const auto& a : arrivals) {
+    csv.row(a.seq, us(a.sent_ns), us(a.recv_ns), static_cast<double>(a.recv_ns - a.sent_ns) / 1e3);
+  }
+  return csv.text();
 }
 
 Result<UdpReport> run_stream(const StreamOptions& o, std::vector<Arrival>* series) {

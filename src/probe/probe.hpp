@@ -2,7 +2,10 @@
 // QoS probe: a constant-rate UDP stream with sequence numbers and send
 // timestamps, echoed back by the far end. What an application would feel
 // across a driver failure is the longest gap between consecutive echoes.
+#include <sys/socket.h>
+
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <string>
 #include <vector>
@@ -12,6 +15,17 @@
 #include "common/error.hpp"
 
 namespace ng::probe {
+
+// Polled about every 100 ms by the long-running probes: true ends the run
+// early (e.g. a SignalLatch fired), and the report covers what ran so far.
+using Interrupted = std::function<bool()>;
+
+// A numeric IPv4 or IPv6 address and port, ready for connect().
+struct Endpoint {
+  sockaddr_storage addr{};
+  socklen_t len = 0;
+};
+Result<Endpoint> resolve(const std::string& address, uint16_t port);
 
 struct Arrival {
   uint32_t seq;      // as carried on the wire (wraps)
@@ -29,6 +43,7 @@ inline constexpr uint64_t kGapReportNs = 2'000'000;
 inline constexpr size_t kMaxGaps = 100000;
 
 struct UdpReport {
+  uint64_t start_mono_ns = 0;  // the stream's start (CLOCK_MONOTONIC), origin of the *_ms figures
   uint64_t sent = 0;
   uint64_t received = 0;  // distinct sequence numbers echoed
   uint64_t lost = 0;
@@ -50,6 +65,10 @@ double percentile(std::vector<double>& v, double p);
 UdpReport analyse(std::span<const Arrival> arrivals, uint64_t sent, uint64_t start_ns,
                   uint64_t gap_report_ns = kGapReportNs);
 nlohmann::json to_json(const UdpReport& r);
+
+// CSV, one row per echo in arrival order (duplicates included):
+// seq,sent_us,recv_us,rtt_us with times from start_ns.
+std::string arrivals_csv(std::span<const Arrival> arrivals, uint64_t start_ns);
 
 struct StreamOptions {
   std::string address;  // IPv4 or IPv6 of the echo end

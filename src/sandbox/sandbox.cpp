@@ -62,6 +62,7 @@ constexpr Entry kAllowlist[] = {
     {"shutdown", Limit::none},
     {"close", Limit::none},
     {"close_range", Limit::none},  // the crash handler (driver/crash.cpp)
+    {"sched_setscheduler", Limit::none},  // ... which lowers the dying domain to SCHED_IDLE
     {"getsockopt", Limit::none},
     {"setsockopt", Limit::none},
     // event loop

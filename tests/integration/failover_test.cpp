@@ -26,20 +26,6 @@ constexpr auto kRejoinLimit = 15s;
 
 using Json = nlohmann::json;
 
-std::vector<Json> read_events(const LabGuard& lab) {
-  std::vector<Json> out;
-  std::istringstream in(read_file(lab.state_dir() + "/events.jsonl"));
-  for (std::string line; std::getline(in, line);) {
-    auto j = Json::parse(line, nullptr, false);
-    if (j.is_object()) out.push_back(std::move(j));
-  }
-  return out;
-}
-
-std::string event_lines(const LabGuard& lab) {
-  return "== events.jsonl ==\n" + read_file(lab.state_dir() + "/events.jsonl");
-}
-
 // The driver domain app1 currently sends through, "" when none.
 std::string active_driver(const LabGuard& lab) {
   auto s = lab.status();
@@ -64,17 +50,6 @@ CmdResult inject(const LabGuard& lab, const std::string& domain, const std::stri
   return run(fmt::format("{} inject {} {} -s {}", quote(kNicguard), domain, fault,
                          quote(lab.control_socket())),
              10s);
-}
-
-// An event with these fields appeared after the first `skip` lines.
-bool has_event(const LabGuard& lab, size_t skip, const Json& match) {
-  auto events = read_events(lab);
-  for (size_t i = skip; i < events.size(); ++i) {
-    bool all = true;
-    for (const auto& [k, v] : match.items()) all = all && events[i].value(k, Json()) == v;
-    if (all) return true;
-  }
-  return false;
 }
 
 // The traffic of one test: the paced TCP transfer and the UDP stream.
@@ -249,22 +224,6 @@ namespace ng::it {
 namespace {
 
 // `nicguard demo` end to end, small: one crash per policy, the JSON summary.
-TEST(DemoTest, OneCrashPerPolicyIsDetectedAndSummarised) {
-  auto r = run(fmt::format("timeout -k 10 240 {} demo --runs 1 --faults crash --json", quote(kNicguard)),
-               260s);
-  ASSERT_TRUE(r.ok()) << r.describe();
-  auto at = r.out.find("{\n");
-  ASSERT_NE(at, std::string::npos) << r.out;
-  auto j = nlohmann::json::parse(r.out.substr(at), nullptr, false);
-  ASSERT_TRUE(j.is_object()) << r.out;
-  ASSERT_EQ(j["summary"].size(), 2u) << j.dump(2);
-  for (const auto& row : j["summary"]) {
-    EXPECT_EQ(row.value("runs", 0), 1) << row.dump();
-    EXPECT_EQ(row.value("detected", 0), 1) << row.dump();
-    EXPECT_EQ(row["detectors"].value("crash", 0), 1) << row.dump();
-  }
-}
-
 }  // namespace
 }  // namespace ng::it
 

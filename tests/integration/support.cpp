@@ -575,4 +575,28 @@ TransferResult tcp_transfer(const std::string& from_ns, const std::string& to_ns
   return t;
 }
 
+std::vector<nlohmann::json> read_events(const LabGuard& lab) {
+  std::vector<nlohmann::json> out;
+  std::istringstream in(read_file(lab.state_dir() + "/events.jsonl"));
+  for (std::string line; std::getline(in, line);) {
+    auto j = nlohmann::json::parse(line, nullptr, false);
+    if (j.is_object()) out.push_back(std::move(j));
+  }
+  return out;
+}
+
+std::string event_lines(const LabGuard& lab) {
+  return "== events.jsonl ==\n" + read_file(lab.state_dir() + "/events.jsonl");
+}
+
+bool has_event(const LabGuard& lab, size_t skip, const nlohmann::json& match) {
+  auto events = read_events(lab);
+  for (size_t i = skip; i < events.size(); ++i) {
+    bool all = true;
+    for (const auto& [k, v] : match.items()) all = all && events[i].value(k, nlohmann::json()) == v;
+    if (all) return true;
+  }
+  return false;
+}
+
 }  // namespace ng::it

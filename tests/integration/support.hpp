@@ -194,6 +194,12 @@ class LabGuard {
   pid_t manager_pid_ = 0;
 };
 
+// The lab's event log (events.jsonl), parsed; and as text for failure messages.
+std::vector<nlohmann::json> read_events(const LabGuard& lab);
+std::string event_lines(const LabGuard& lab);
+// An event with all of these fields appeared after the first `skip` lines.
+bool has_event(const LabGuard& lab, size_t skip, const nlohmann::json& match);
+
 // `nicguard status --json -s SOCKET` against any manager.
 std::optional<nlohmann::json> status_json(const std::string& socket, std::string* why = nullptr);
 

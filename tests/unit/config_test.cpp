@@ -328,3 +328,26 @@ TEST(Config, DetectionAndRecoveryKeys) {
   EXPECT_THAT(e, HasSubstr("detect.carrier"));
   EXPECT_THAT(e, HasSubstr("metrics.listen"));
 }
+
+TEST(Config, ReceivePathCheckKeys) {
+  auto c = parse_config(with("mtu = 9000\n", "mtu = 9000\nrx_probe_target = \"192.0.2.1\"\n") +
+                            "\n[detect]\nrx_probe_interval_ms = 50\nrx_probe_timeout_ms = 200\n",
+                        "test.toml");
+  ASSERT_TRUE(c) << c.error().message;
+  EXPECT_EQ(c->apps[0].rx_probe_target, "192.0.2.1");
+  EXPECT_TRUE(c->apps[1].rx_probe_target.empty());  // off unless given
+  EXPECT_EQ(c->detect.rx_probe_interval_ms, 50u);
+  EXPECT_EQ(c->detect.rx_probe_timeout_ms, 200u);
+  auto again = parse_config(to_toml(*c), "roundtrip.toml");
+  ASSERT_TRUE(again) << again.error().message;
+  EXPECT_EQ(again->apps[0].rx_probe_target, "192.0.2.1");
+  EXPECT_EQ(again->detect.rx_probe_timeout_ms, 200u);
+
+  EXPECT_THAT(errors_of(with("mtu = 9000\n", "mtu = 9000\nrx_probe_target = \"gateway\"\n")),
+              HasSubstr("app[0].rx_probe_target"));
+  EXPECT_THAT(errors_of(with("mac = \"02:00:00:00:01:02\"\n",
+                             "mac = \"02:00:00:00:01:02\"\nrx_probe_target = \"192.0.2.1\"\n")),
+              HasSubstr("needs an IPv4 address of the app"));
+  EXPECT_THAT(errors_of(kGood + std::string("\n[detect]\nrx_probe_interval_ms = 100\nrx_probe_timeout_ms = 150\n")),
+              HasSubstr("at least twice"));
+}

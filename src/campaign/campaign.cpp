@@ -1,0 +1,474 @@
+#include "campaign/campaign.hpp"
+
+#include <sys/utsname.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <memory>
+#include <optional>
+#include <thread>
+
+#include <fmt/format.h>
+#include <nlohmann/json.hpp>
+
+#include "campaign/netns_child.hpp"
+#include "campaign/traffic.hpp"
+#include "common/clock.hpp"
+#include "common/events.hpp"
+#include "inject/inject.hpp"
+#include "lab/lab.hpp"
+#include "manager/control.hpp"
+
+namespace ng::campaign {
+
+Outcome classify(const Observation& o) {
+  // Over 5% lost (20 ms worth), and clearly more than this machine loses
+  // without a failure.
+  bool lossy = o.sent > 0 && o.lost * 20 > o.sent && o.lost > 2 * o.baseline_lost;
+  bool broken = !o.flowing_at_end || o.interruption_ms >= kBrokenMs || lossy;
+  if (o.detected) return o.flowing_at_end ? Outcome::recovered : Outcome::not_recovered;
+  return broken ? Outcome::silent_failure : Outcome::no_effect;
+}
+
+uint64_t run_seed(uint64_t base, int run) {
+  return base ^ (static_cast<uint64_t>(run) * 0x9E3779B97F4A7C15ULL);
+}
+
+Status check_options(const CampaignOptions& o) {
+  if (o.policies.empty()) return fail("no policy given: say --policy warm-spare, restart or both");
+  for (const auto& p : o.policies) {
+    if (p != "warm-spare" && p != "restart") {
+      return fail("unknown policy '{}': expected warm-spare or restart", p);
+    }
+  }
+  if (o.kinds.empty()) return fail("no fault kind given: say --kind, one or more of {}", inject::fault_list());
+  for (const auto& k : o.kinds) {
+    if (!inject::parse_fault(k)) {
+      return fail("unknown fault kind '{}': expected one of {}", k, inject::fault_list());
+    }
+  }
+  if (o.runs < 1 || o.runs > 100000) return fail("--runs {} is out of range: give 1 to 100000", o.runs);
+  if (o.pps < 100 || o.pps > 100000) return fail("--pps {} is out of range: give 100 to 100000", o.pps);
+  if (o.window_ms < 100 || o.window_ms > 10000) {
+    return fail("--window-ms {} is out of range: give 100 to 10000", o.window_ms);
+  }
+  if (o.tcp_mbytes_per_s < 0 || o.tcp_mbytes_per_s > 10000) {
+    return fail("--tcp-rate {} MB/s is out of range: give 0 (no TCP stream) to 10000", o.tcp_mbytes_per_s);
+  }
+  return {};
+}
+
+namespace {
+
+using nlohmann::json;
+
+constexpr uint64_t kMs = 1'000'000;
+constexpr uint64_t kGapNs = 2 * kMs;     // shorter silences are the stream's own rhythm
+constexpr uint64_t kLeadNs = 100 * kMs;  // between the baseline window and the injection
+constexpr uint64_t kTailNs = 100 * kMs;  // the stream runs this long past the window
+constexpr size_t kMaxTimelines = 8;
+constexpr uint64_t kStableMs = 2100;  // the manager's restart back-off resets after 2 s up
+constexpr double kTimelineBeforeMs = 30;
+
+// The event log, read on from where the last run left it.
+class EventTail {
+ public:
+  explicit EventTail(std::string path) : path_(std::move(path)) {}
+  const std::vector<json>& read_new() {
+    std::ifstream in(path_);
+    in.seekg(offset_);
+    for (std::string line; std::getline(in, line);) {
+      if (in.eof()) break;  // a line still being written
+      offset_ += static_cast<std::streamoff>(line.size() + 1);
+      auto j = json::parse(line, nullptr, false);
+      if (j.is_object()) events_.push_back(std::move(j));
+    }
+    return events_;
+  }
+  void restart(std::string path) {
+    path_ = std::move(path);
+    offset_ = 0;
+    events_.clear();
+  }
+
+ private:
+  std::string path_;
+  std::streamoff offset_ = 0;
+  std::vector<json> events_;
+};
+
+std::string host_description() {
+  utsname u{};
+  ::uname(&u);
+  return fmt::format("{} {} {}, {} cpus", u.nodename, u.sysname, u.release, ::sysconf(_SC_NPROCESSORS_ONLN));
+}
+
+Result<json> manager_status(const lab::Lab& lab) {
+  return manager::control_request(lab.control_socket(), {{"cmd", "status"}}, 2000);
+}
+
+// The domain app1 sends through once the last failure is recovered from: an
+// active domain and, under warm-spare, a connected spare. "" when that does
+// not happen within 10 s.
+std::string recovered_active(const lab::Lab& lab, const std::string& policy) {
+  for (int i = 0; i < 200; ++i) {
+    auto s = manager_status(lab);
+    if (s && (*s)["apps"].is_array() && !(*s)["apps"].empty()) {
+      const auto& app = (*s)["apps"][0];
+      int ready = 0;
+      for (const auto& b : app.value("backends", json::array())) {
+        std::string st = b.value("state", "");
+        ready += st == "active" || st == "spare";
+      }
+      bool spare_ok = policy == "restart" || ready == 2;
+      if (app["active_driver"].is_string() && spare_ok) return app["active_driver"].get<std::string>();
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  return "";
+}
+
+pid_t driver_pid(const json& status, const std::string& domain) {
+  for (const auto& d : status.value("drivers", json::array())) {
+    if ("driver-" + d.value("name", std::string()) != domain) continue;
+    return d["pid"].is_number() ? d["pid"].get<pid_t>() : 0;
+  }
+  return 0;
+}
+
+uint64_t event_time(const json& e) { return e.value("ts_mono_ns", uint64_t{0}); }
+std::string iso8601_of(const json& e) { return e.value("ts_wall", std::string()); }
+
+// The first detection of the run's domain in its window.
+void find_detection(const std::vector<json>& events, uint64_t inj, uint64_t until, RunRecord& r) {
+  for (const auto& e : events) {
+    uint64_t t = event_time(e);
+    if (t < inj || t >= until || e.value("event", "") != "detect") continue;
+    if (e.value("domain", "") != r.domain) continue;
+    r.detector = e.value("detector", "");
+    r.detection_ms = static_cast<double>(t - inj) / 1e6;
+    return;
+  }
+}
+
+// Traffic moved: a frontend switched away from the domain (warm-spare) or
+// resumed on a domain that came back (restart, both down).
+void find_recovery(const std::vector<json>& events, uint64_t inj, uint64_t until, RunRecord& r) {
+  for (const auto& e : events) {
+    uint64_t t = event_time(e);
+    if (t < inj || t >= until) continue;
+    std::string name = e.value("event", "");
+    bool moved = (name == "switch" && e.value("from", "") == r.domain) || name == "resume";
+    if (!moved) continue;
+    r.recovery_ms = static_cast<double>(t - inj) / 1e6;
+    return;
+  }
+}
+
+Timeline make_timeline(const RunRecord& r, const std::vector<probe::Arrival>& series, uint64_t inj) {
+  Timeline t;
+  t.title = fmt::format("{}, {} (run {}): {}", r.policy, r.kind, r.run, r.detail);
+  t.detect_ms = r.detection_ms;
+  t.recovery_ms = r.recovery_ms;
+  double after = std::max(100.0, r.interruption_ms * 1.5 + 30);
+  for (const auto& a : series) {
+    double at = (static_cast<double>(a.recv_ns) - static_cast<double>(inj)) / 1e6;
+    if (at < -kTimelineBeforeMs || at > after) continue;
+    t.points.push_back({at, a.seq, static_cast<double>(a.recv_ns - a.sent_ns) / 1e3});
+  }
+  return t;
+}
+
+// One lab under one policy, with its echo end, reused run after run.
+class Session {
+ public:
+  Session(std::string policy, const CampaignOptions& o) : policy_(std::move(policy)), o_(o), events_("") {}
+
+  Status open() {
+    lab::LabOptions lo;
+    lo.policy = policy_;
+    lo.interrupted = o_.interrupted;
+    auto l = lab::Lab::up(lo);
+    if (!l) return tl::unexpected(l.error());
+    lab_ = std::make_unique<lab::Lab>(std::move(*l));
+    events_.restart(lab_->state_dir() + "/events.jsonl");
+    return start_echo();
+  }
+
+  Status close() {
+    echo_.stop();
+    if (!lab_) return {};
+    keep_event_log();
+    auto s = lab_->down();
+    lab_.reset();
+    return s;
+  }
+
+  const lab::Lab& lab() const { return *lab_; }
+  int rebuilds() const { return rebuilds_; }
+
+  Result<RunRecord> run(const std::string& kind, uint64_t seed, int number, CampaignResult& out);
+
+ private:
+  Status start_echo() {
+    auto e = start_udp_echo(lab_->apps().front(), kUdpPort);
+    if (!e) return tl::unexpected(e.error());
+    echo_ = std::move(*e);
+    return {};
+  }
+  // The lab's event log outlives it in the report directory.
+  void keep_event_log() const {
+    if (o_.keep_events_in.empty()) return;
+    std::error_code ec;
+    std::filesystem::create_directories(o_.keep_events_in, ec);
+    std::filesystem::copy_file(lab_->state_dir() + "/events.jsonl",
+                               fmt::format("{}/events-{}-{}.jsonl", o_.keep_events_in, policy_, ++kept_),
+                               std::filesystem::copy_options::overwrite_existing, ec);
+  }
+  Result<std::string> ready_domain();
+  Result<std::string> wait_until_stable(const std::string& domain);
+  Result<std::optional<RunRecord>> attempt_run(const std::string& kind, uint64_t seed, int number,
+                                               CampaignResult& out);
+  std::string unprovoked_detection(uint64_t since);
+  Result<json> inject(const std::string& domain, const std::string& kind, uint64_t seed);
+  void assess(RunRecord& r, const RunTraffic& t, uint64_t inj);
+  void repair(const RunRecord& r, pid_t injected_pid);
+
+  std::string policy_;
+  const CampaignOptions& o_;
+  std::unique_ptr<lab::Lab> lab_;
+  NetnsChild echo_;
+  EventTail events_;
+  int rebuilds_ = 0;
+  mutable int kept_ = 0;
+};
+
+// A domain ready for the next failure; a lab that does not recover within
+// 10 s is rebuilt once (a run that left it broken is on record already).
+Result<std::string> Session::ready_domain() {
+  if (!echo_.alive()) {
+    if (auto s = start_echo(); !s) return tl::unexpected(s.error());
+  }
+  std::string d = recovered_active(*lab_, policy_);
+  if (!d.empty()) return wait_until_stable(d);
+  ++rebuilds_;
+  if (auto s = close(); !s) return tl::unexpected(s.error());
+  if (auto s = open(); !s) return tl::unexpected(s.error());
+  d = recovered_active(*lab_, policy_);
+  if (d.empty()) return fail("a freshly built lab under {} has no ready driver domain after 10 s", policy_);
+  return wait_until_stable(d);
+}
+
+// A domain that fails within kStableMs of its start is restarted only after a
+// back-off. Under the restart policy that restart is the interruption, so
+// every failure is injected into a domain past that: each run measures the
+// recovery from one failure, not from a crash loop. Under warm-spare the
+// spare carries the traffic whatever the back-off.
+Result<std::string> Session::wait_until_stable(const std::string& domain) {
+  if (policy_ != "restart") return domain;
+  auto st = manager_status(*lab_);
+  if (!st) return tl::unexpected(st.error());
+  for (const auto& d : st->value("drivers", json::array())) {
+    if (d.value("name", std::string()) != domain || !d.contains("uptime_ms")) continue;
+    uint64_t up = d["uptime_ms"].get<uint64_t>();
+    if (up >= kStableMs) return domain;
+    std::this_thread::sleep_for(std::chrono::milliseconds(kStableMs - up));
+    std::string again = recovered_active(*lab_, policy_);
+    if (again.empty()) return fail("lab {} lost its ready driver domain while waiting", lab_->suffix());
+    return again;
+  }
+  return domain;
+}
+
+Result<json> Session::inject(const std::string& domain, const std::string& kind, uint64_t seed) {
+  json request{{"cmd", "inject"}, {"domain", domain}, {"fault", kind}};
+  if (kind == "regflip") request["seed"] = seed;
+  auto answer = manager::control_request(lab_->control_socket(), request, 2000);
+  if (!answer) return tl::unexpected(answer.error());
+  if (!answer->value("ok", false)) {
+    return fail("injecting {} into driver-{}: {}", kind, domain, answer->value("error", std::string("refused")));
+  }
+  return answer;
+}
+
+Result<RunRecord> Session::run(const std::string& kind, uint64_t seed, int number, CampaignResult& out) {
+  constexpr int kAttempts = 5;
+  for (int attempt = 0; attempt < kAttempts; ++attempt) {
+    auto r = attempt_run(kind, seed, number, out);
+    if (!r) return tl::unexpected(r.error());
+    if (*r) return std::move(**r);
+  }
+  return fail("{} failures nobody injected in a row: the lab is not stable enough to measure", kAttempts);
+}
+
+// A run, unless something failed before its injection: then the failure is
+// put on record and the run is to be taken again (nullopt).
+Result<std::optional<RunRecord>> Session::attempt_run(const std::string& kind, uint64_t seed, int number,
+                                                      CampaignResult& out) {
+  auto domain = ready_domain();
+  if (!domain) return tl::unexpected(domain.error());
+  RunRecord r;
+  r.run = number;
+  r.policy = policy_;
+  r.kind = kind;
+  r.seed = kind == "regflip" ? seed : 0;
+  r.domain = "driver-" + *domain;
+  const uint64_t window = uint64_t{o_.window_ms} * kMs;
+  // Long enough before the injection for a baseline window as long as the one after.
+  const uint64_t before = window + kLeadNs + 50 * kMs;
+  const uint64_t started = mono_ns();
+  auto traffic = RunTraffic::start(*lab_, o_, before + window + kTailNs);
+  if (!traffic) return tl::unexpected(traffic.error());
+  std::this_thread::sleep_for(std::chrono::nanoseconds(before));
+  if (auto seen = unprovoked_detection(started); !seen.empty()) {
+    out.info.unprovoked.push_back(fmt::format("before run {} ({} under {}): {}", number, kind, policy_, seen));
+    return std::optional<RunRecord>();
+  }
+  auto answer = inject(*domain, kind, seed);
+  if (!answer) return tl::unexpected(answer.error());
+  uint64_t inj = answer->value("ts_mono_ns", uint64_t{0});
+  r.detail = answer->value("detail", std::string());
+  pid_t injected_pid = answer->value("pid", 0);
+  if (auto s = traffic->finish(); !s) return tl::unexpected(s.error());
+  assess(r, *traffic, inj);
+  bool wanted = std::none_of(out.timelines.begin(), out.timelines.end(), [&](const Timeline& t) {
+    return t.title.rfind(fmt::format("{}, {} ", r.policy, r.kind), 0) == 0;
+  });
+  if (wanted && r.outcome == Outcome::recovered && out.timelines.size() < kMaxTimelines) {
+    out.timelines.push_back(make_timeline(r, traffic->series(), inj));
+  }
+  repair(r, injected_pid);
+  return std::optional<RunRecord>(std::move(r));
+}
+
+// The first detection since `since`, as "driver-a: hang (detail)"; "" if none.
+std::string Session::unprovoked_detection(uint64_t since) {
+  for (const auto& e : events_.read_new()) {
+    if (event_time(e) < since || e.value("event", "") != "detect") continue;
+    return fmt::format("{} {} by {}: {} ({})", e.value("domain", ""), e.value("detector", ""),
+                       e.value("source", ""), e.value("detail", ""), iso8601_of(e));
+  }
+  return "";
+}
+
+void Session::assess(RunRecord& r, const RunTraffic& t, uint64_t inj) {
+  const uint64_t window = uint64_t{o_.window_ms} * kMs;
+  const auto& events = events_.read_new();
+  find_detection(events, inj, inj + window, r);
+  find_recovery(events, inj, inj + window, r);
+  const auto recv = t.receive_times();
+  r.interruption_ms = longest_silence(recv, inj, inj + window) / 1e6;
+  r.baseline_ms = longest_silence(recv, inj - kLeadNs - window, inj - kLeadNs) / 1e6;
+  const auto seqs = t.received_seqs();
+  Loss in_window = loss_in(seqs, t.start_ns(), o_.pps, inj, inj + window);
+  Loss before = loss_in(seqs, t.start_ns(), o_.pps, inj - kLeadNs - window, inj - kLeadNs);
+  r.lost = in_window.lost;
+  r.tcp_survived = t.tcp_survived();
+  Observation o;
+  o.detected = !r.detector.empty();
+  const uint64_t end = inj + window;
+  o.flowing_at_end = std::any_of(recv.begin(), recv.end(), [&](uint64_t at) {
+    return at + static_cast<uint64_t>(kFlowingMs * 1e6) >= end && at < end;
+  });
+  o.interruption_ms = r.interruption_ms;
+  o.sent = in_window.sent;
+  o.lost = in_window.lost;
+  o.baseline_lost = before.lost;
+  r.outcome = classify(o);
+}
+
+// A domain still running the process that was injected may carry a latent
+// fault (a flipped register that has not mattered yet, an armed slow or drop
+// hook): it is replaced, outside any run's window, so that no run inherits
+// the one before it.
+void Session::repair(const RunRecord& r, pid_t injected_pid) {
+  auto st = manager_status(*lab_);
+  if (!st || injected_pid == 0 || driver_pid(*st, r.domain) != injected_pid) return;
+  (void)manager::control_request(lab_->control_socket(),
+                                 {{"cmd", "inject"}, {"domain", r.domain}, {"fault", "kill"}}, 2000);
+  // Until its successor runs, the frontends' view still names the old domain.
+  for (int i = 0; i < 200; ++i) {
+    st = manager_status(*lab_);
+    pid_t now = st ? driver_pid(*st, r.domain) : 0;
+    if (now != 0 && now != injected_pid) return;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+}
+
+CampaignInfo make_info(const CampaignOptions& o) {
+  CampaignInfo info;
+  info.started = iso8601(wall_ns());
+  info.host = host_description();
+  info.command = o.command;
+  info.window_ms = o.window_ms;
+  info.gap_threshold_ms = static_cast<double>(kGapNs) / 1e6;
+  return info;
+}
+
+}  // namespace
+
+double longest_silence(std::vector<uint64_t> recv_ns, uint64_t from, uint64_t until) {
+  std::sort(recv_ns.begin(), recv_ns.end());
+  uint64_t longest = 0;
+  uint64_t last = from;  // no echo before the window: silent from its start
+  for (uint64_t t : recv_ns) {
+    if (t > from) longest = std::max(longest, t - last);
+    if (t >= until) return static_cast<double>(longest);
+    last = t;
+  }
+  // The stream fell silent for good: the silence runs to the window's end.
+  return static_cast<double>(std::max(longest, until > last ? until - last : 0));
+}
+
+Loss loss_in(const std::vector<uint32_t>& received_seqs, uint64_t start_ns, uint32_t pps, uint64_t from,
+             uint64_t until) {
+  if (pps == 0 || until <= from) return {};
+  const uint64_t period = 1'000'000'000ULL / pps;
+  auto first_at_or_after = [&](uint64_t t) { return t <= start_ns ? 0 : (t - start_ns + period - 1) / period; };
+  uint64_t first = first_at_or_after(from), end = first_at_or_after(until);
+  Loss l;
+  l.sent = end - first;
+  std::vector<bool> seen(l.sent, false);
+  for (uint32_t seq : received_seqs) {
+    if (seq >= first && seq < end) seen[seq - first] = true;
+  }
+  l.lost = static_cast<uint64_t>(std::count(seen.begin(), seen.end(), false));
+  return l;
+}
+
+Result<CampaignResult> run_campaign(const CampaignOptions& o) {
+  if (auto s = check_options(o); !s) return tl::unexpected(s.error());
+  CampaignResult out;
+  out.info = make_info(o);
+  int number = 0;
+  for (const auto& policy : o.policies) {
+    Session session(policy, o);
+    if (auto s = session.open(); !s) {
+      (void)session.close();
+      return fail("building the {} lab: {}", policy, s.error().message);
+    }
+    for (const auto& kind : o.kinds) {
+      for (int i = 0; i < o.runs; ++i) {
+        if (o.interrupted && o.interrupted()) {
+          out.interrupted = true;
+          break;
+        }
+        ++number;
+        auto r = session.run(kind, run_seed(o.seed, number), number, out);
+        if (!r) {
+          (void)session.close();
+          return fail("run {} ({} under {}): {}", number, kind, policy, r.error().message);
+        }
+        out.runs.push_back(*r);
+        if (o.progress) o.progress(*r);
+      }
+    }
+    if (auto s = session.close(); !s) return tl::unexpected(s.error());
+    if (out.interrupted) break;
+  }
+  return out;
+}
+
+}  // namespace ng::campaign

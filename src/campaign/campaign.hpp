@@ -1,0 +1,80 @@
+#pragma once
+// Fault-injection campaigns: the evaluation of the paper as a tool. Each run
+// injects one fault into the driver domain that carries a live UDP probe
+// stream (and a TCP stream beside it), then classifies what followed from
+// the detectors' events and from what the probe saw. `nicguard demo` is a
+// short campaign.
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "campaign/report.hpp"
+#include "common/error.hpp"
+
+namespace ng::campaign {
+
+struct CampaignOptions {
+  std::vector<std::string> policies{"warm-spare"};
+  std::vector<std::string> kinds{"crash"};
+  int runs = 20;          // per policy and kind
+  uint64_t seed = 1;      // every run's seed derives from it (run_seed)
+  uint32_t pps = 10000;   // the UDP probe stream
+  double tcp_mbytes_per_s = 8;  // the TCP stream alongside; 0: none
+  uint32_t window_ms = 400;     // effects of an injection are looked for this long
+  std::string command;          // the command line, for the report
+  std::string keep_events_in;   // each lab's events.jsonl is copied here; "" keeps none
+  // Called after every run (progress output); may be empty.
+  std::function<void(const RunRecord&)> progress;
+  // Polled between runs; true stops the campaign with what it has.
+  std::function<bool()> interrupted;
+};
+
+// Refuses what cannot run before anything is built: unknown kinds or
+// policies, counts and rates out of range.
+Status check_options(const CampaignOptions& o);
+
+// What the campaign saw of one run; classify() turns it into the outcome.
+struct Observation {
+  bool detected = false;
+  bool flowing_at_end = true;  // echoes arrived in the window's last kFlowingMs
+  double interruption_ms = 0;
+  uint64_t sent = 0;           // probe packets sent in the window
+  uint64_t lost = 0;           // ... and never echoed
+  uint64_t baseline_lost = 0;  // lost in as long a window before the injection
+};
+inline constexpr double kBrokenMs = 50;   // a silence this long means the traffic broke
+inline constexpr double kFlowingMs = 100;
+
+Outcome classify(const Observation& o);
+
+// The longest silence between consecutive echoes (receive times, in ns, any
+// order) that overlaps [from, until), in ns. A silence that outlasts the
+// window counts up to its end; so does one before the first echo.
+double longest_silence(std::vector<uint64_t> recv_ns, uint64_t from, uint64_t until);
+
+// Of the packets a stream that began at start_ns sent at pps (packet k at
+// start_ns + k / pps) within [from, until): how many, and how many of them
+// never came back (`received_seqs`: the distinct sequence numbers echoed).
+struct Loss {
+  uint64_t sent = 0;
+  uint64_t lost = 0;
+};
+Loss loss_in(const std::vector<uint32_t>& received_seqs, uint64_t start_ns, uint32_t pps, uint64_t from,
+             uint64_t until);
+
+// Run n's seed: distinct per run, the same for the same base.
+uint64_t run_seed(uint64_t base, int run);
+
+struct CampaignResult {
+  std::vector<RunRecord> runs;
+  std::vector<Timeline> timelines;
+  CampaignInfo info;
+  bool interrupted = false;
+};
+
+// Builds one lab per policy, runs every kind `runs` times in it, and tears
+// the lab down on every path.
+Result<CampaignResult> run_campaign(const CampaignOptions& o);
+
+}  // namespace ng::campaign

@@ -1,0 +1,75 @@
+#pragma once
+// The output side of a fault-injection campaign, kept pure (records in, text
+// out) so the numbers a reader sees can be checked without a lab: runs.csv for
+// one's own analysis, summary.json for scripts, report.html for people.
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "common/error.hpp"
+
+namespace ng::campaign {
+
+// What one injection led to, as the campaign classifies it.
+enum class Outcome {
+  no_effect,       // no detector fired and the traffic never broke
+  recovered,       // a detector fired and traffic flowed again within the run's window
+  not_recovered,   // a detector fired but traffic had not resumed by the end of the window
+  silent_failure,  // traffic broke (found by the probe) but no detector fired
+};
+const char* outcome_name(Outcome o);  // "no-effect", "recovered", "not-recovered", "silent-failure"
+
+struct RunRecord {
+  int run = 0;                 // 1-based, in campaign order
+  std::string policy;          // "warm-spare" | "restart"
+  std::string kind;            // injected fault kind, e.g. "regflip", "crash"
+  uint64_t seed = 0;           // the run's seed (regflip's choice; 0 for other kinds)
+  std::string domain;          // "driver-a"
+  std::string detail;          // what the injection did, e.g. "tid 812 rip bit 17 after 3210 us"
+  std::string detector;        // first detector that fired for this domain, "" if none
+  Outcome outcome = Outcome::no_effect;
+  double detection_ms = -1;    // injection to first detection; < 0 when none
+  double recovery_ms = -1;     // injection to traffic moved (switch) or domain serving again; < 0 when none
+  double interruption_ms = 0;  // probe's longest silence in the run's window
+  double baseline_ms = 0;      // probe's longest silence in an equally long window without a failure, just before
+  uint64_t lost = 0;           // probe packets lost in the window
+  bool tcp_survived = true;    // the TCP stream's connection lived through the run
+  bool manifested() const { return outcome != Outcome::no_effect; }
+};
+
+// One probe packet around a failure, for the timeline plot.
+struct TimelinePoint {
+  double t_ms;      // receive time relative to the injection (negative before it)
+  uint32_t seq;
+  double rtt_us;
+};
+struct Timeline {
+  std::string title;           // e.g. "warm-spare, crash (run 3)"
+  double detect_ms = -1;       // relative to the injection; < 0 when none
+  double recovery_ms = -1;
+  std::vector<TimelinePoint> points;
+};
+
+struct CampaignInfo {
+  std::string started;         // ISO 8601 wall time
+  std::string host;            // uname: kernel, nodename, cpus
+  std::string command;         // the command line that produced it
+  double window_ms = 0;        // how long after each injection effects are looked for
+  double gap_threshold_ms = 0; // silences shorter than this are not counted
+  // Detections nobody injected (seen before an injection, in the baseline
+  // window): false alarms or latent effects of an earlier run. Each such
+  // run is taken again; these are what was seen.
+  std::vector<std::string> unprovoked;
+};
+
+std::string runs_csv(const std::vector<RunRecord>& runs);
+nlohmann::json summary_json(const std::vector<RunRecord>& runs, const CampaignInfo& info);
+std::string report_html(const std::vector<RunRecord>& runs, const nlohmann::json& summary,
+                        const std::vector<Timeline>& timelines, const CampaignInfo& info);
+// Writes DIR/runs.csv, DIR/summary.json, DIR/report.html (creating DIR, mode 0755); atomically per file (write to .tmp, rename).
+Status write_report(const std::string& dir, const std::vector<RunRecord>& runs,
+                    const std::vector<Timeline>& timelines, const CampaignInfo& info);
+
+}  // namespace ng::campaign
