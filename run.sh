@@ -125,17 +125,7 @@ cmd_demo() {
   require_root demo "the demo builds its lab from network namespaces"
   cmd_deps
   cmd_build
-  if has_command demo; then
-    exec "$NICGUARD" demo "$@"
-  fi
-  # Until the demo lands: bring the lab up, show it, take it down.
-  has_command lab up || die "this build has neither 'nicguard demo' nor 'nicguard lab up' yet"
-  say "'nicguard demo' is not in this build yet; showing the lab instead"
-  trap '"$NICGUARD" lab down || true' EXIT
-  "$NICGUARD" lab up
-  "$NICGUARD" status || say "warning: 'nicguard status' failed"
-  "$NICGUARD" lab down
-  trap - EXIT
+  exec "$NICGUARD" demo "$@"
 }
 
 cmd_bench() {

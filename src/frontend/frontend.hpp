@@ -34,7 +34,7 @@ struct FrontendOptions {
   uint32_t spin_us = 50;
   uint32_t reconnect_ms = 20;
   uint32_t hang_timeout_ms = 6;    // see frontend/watchdog.hpp
-  uint32_t stall_timeout_ms = 50;
+  uint32_t stall_timeout_ms = 100;
   bool fence = true;   // SIGKILL a domain found hung, stalled or corrupt
   std::string events;  // event log (JSON lines); empty: none
   uint32_t hold_frames = 256;  // frames kept while no driver domain is up

@@ -43,7 +43,7 @@ ProcSample sample_process(pid_t pid);
 
 struct WatchdogConfig {
   uint64_t hang_timeout_ns = 6'000'000;
-  uint64_t stall_timeout_ns = 50'000'000;
+  uint64_t stall_timeout_ns = 100'000'000;
   uint64_t starve_limit_ns = 200'000'000;
 };
 

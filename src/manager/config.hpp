@@ -30,7 +30,7 @@ struct RingConfig {
 struct DetectConfig {
   uint32_t heartbeat_ms = 10;      // a driver's heartbeat period while idle
   uint32_t hang_timeout_ms = 6;    // heartbeat silent this long, though asked for, = hang
-  uint32_t stall_timeout_ms = 50;  // TX frames not taken this long, heartbeat alive = stall
+  uint32_t stall_timeout_ms = 100;  // TX frames not taken this long, heartbeat alive = stall
   bool carrier = true;             // carrier loss on a domain's NIC is its failure
   uint32_t rx_probe_interval_ms = 100;  // receive-path check: an ARP question this often
   uint32_t rx_probe_timeout_ms = 300;   // ... unanswered this long is a stall
