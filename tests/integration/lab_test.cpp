@@ -372,7 +372,9 @@ while [ ! -f /run/nicguard/lab-1aa1/state/front-app1.pid ]; do
   i=$((i+1)); [ $i -lt 300 ] || exit 3; sleep 0.1
 done
 M=$(sed -n 's/.*"manager_pid": \([0-9]*\).*/\1/p' /run/nicguard/lab-1aa1/lab.json)
-kill -9 $P $M
+# A killed run: its manager dies; `lab up` may have finished already.
+kill -9 $M
+kill -9 $P 2>/dev/null || true
 $B lab up --no-manager --name beef >/dev/null
 rm -rf /run/nicguard/lab-beef
 ip netns add ng-stray
