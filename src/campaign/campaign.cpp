@@ -207,7 +207,6 @@ class Session {
   }
 
   const lab::Lab& lab() const { return *lab_; }
-  int rebuilds() const { return rebuilds_; }
 
   Result<RunRecord> run(const std::string& kind, uint64_t seed, int number, CampaignResult& out);
 
@@ -241,7 +240,6 @@ class Session {
   std::unique_ptr<lab::Lab> lab_;
   NetnsChild echo_;
   EventTail events_;
-  int rebuilds_ = 0;
   mutable int kept_ = 0;
 };
 
@@ -253,7 +251,6 @@ Result<std::string> Session::ready_domain() {
   }
   std::string d = recovered_active(*lab_, policy_);
   if (!d.empty()) return wait_until_stable(d);
-  ++rebuilds_;
   if (auto s = close(); !s) return tl::unexpected(s.error());
   if (auto s = open(); !s) return tl::unexpected(s.error());
   d = recovered_active(*lab_, policy_);

@@ -113,8 +113,7 @@ Result<RunTraffic> RunTraffic::start(const lab::Lab& lab, const CampaignOptions&
     std::vector<probe::Arrival> series;
     auto r = probe::run_stream(so, &series);
     if (!r) return json{{"error", r.error().message}};
-    return json{{"sent", r->sent}, {"lost", r->lost}, {"start_mono_ns", r->start_mono_ns},
-                {"series", series_json(series)}};
+    return json{{"start_mono_ns", r->start_mono_ns}, {"series", series_json(series)}};
   });
   if (!udp) return tl::unexpected(udp.error());
   t.udp_ = std::move(*udp);
@@ -125,8 +124,6 @@ Status RunTraffic::finish() {
   json udp = udp_.result();
   if (!udp.is_object()) return fail("the UDP probe stream ended without a report");
   if (udp.contains("error")) return fail("UDP probe stream: {}", udp["error"].get<std::string>());
-  sent_ = udp.value("sent", uint64_t{0});
-  lost_ = udp.value("lost", uint64_t{0});
   start_ns_ = udp.value("start_mono_ns", uint64_t{0});
   series_ = series_from(udp["series"]);
   if (tcp_send_.running()) finish_tcp();

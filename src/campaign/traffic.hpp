@@ -30,12 +30,9 @@ class RunTraffic {
   std::vector<uint64_t> receive_times() const;
   std::vector<uint32_t> received_seqs() const;
   uint64_t start_ns() const { return start_ns_; }  // when the stream sent its first packet
-  uint64_t udp_sent() const { return sent_; }
-  uint64_t udp_lost() const { return lost_; }
   // True when there was no TCP stream, or its connection lived through the
   // run and every byte sent arrived.
   bool tcp_survived() const { return tcp_survived_; }
-  const std::string& tcp_error() const { return tcp_error_; }
 
  private:
   Status start_tcp(const lab::Lab& lab, const CampaignOptions& o, double seconds);
@@ -46,8 +43,6 @@ class RunTraffic {
   NetnsChild tcp_send_;
   std::vector<probe::Arrival> series_;
   uint64_t start_ns_ = 0;
-  uint64_t sent_ = 0;
-  uint64_t lost_ = 0;
   bool tcp_survived_ = true;
   std::string tcp_error_;
 };
