@@ -777,6 +777,7 @@ Result<BenchResult> run(const BenchOptions& o) {
   lo.apps = 1;
   lo.policy = "warm-spare";
   lo.direct = true;
+  lo.realtime_priority = o.realtime_priority;
   lo.binary = o.binary;
   lo.interrupted = o.interrupted;
   if (o.progress) o.progress("building the lab (1 app domain, warm spare, direct host)");

@@ -22,6 +22,7 @@ struct Args {
   int duration_s = 5;
   bool keep = false;
   bool quiet = false;
+  int realtime_priority = -1;
 };
 
 int run_bench(const Args& args) {
@@ -29,6 +30,7 @@ int run_bench(const Args& args) {
   BenchOptions o;
   o.duration_s = args.duration_s;
   o.keep = args.keep;
+  o.realtime_priority = args.realtime_priority;
   o.interrupted = [&signals] { return signals.fired(); };
   if (!args.quiet) {
     o.progress = [](const std::string& line) {
@@ -72,5 +74,6 @@ void ng::cli::add_bench_command(CLI::App& app, int& exit_code) {
                 "Leave the lab running afterwards, also after a failure, for inspection (remove "
                 "it with `nicguard lab down`); a signal still removes it");
   sub->add_flag("-q,--quiet", args->quiet, "No progress lines on stderr");
+  ng::cli::add_realtime_priority_option(*sub, args->realtime_priority);
   sub->callback([args, &exit_code] { exit_code = ng::bench::run_bench(*args); });
 }

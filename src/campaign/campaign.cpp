@@ -189,6 +189,7 @@ class Session {
   Status open() {
     lab::LabOptions lo;
     lo.policy = policy_;
+    lo.realtime_priority = o_.realtime_priority;
     lo.interrupted = o_.interrupted;
     auto l = lab::Lab::up(lo);
     if (!l) return tl::unexpected(l.error());
@@ -297,7 +298,12 @@ Result<RunRecord> Session::run(const std::string& kind, uint64_t seed, int numbe
     if (!r) return tl::unexpected(r.error());
     if (*r) return std::move(**r);
   }
-  return fail("{} failures nobody injected in a row: the lab is not stable enough to measure", kAttempts);
+  const auto& last = !out.info.not_injected.empty() ? out.info.not_injected.back()
+                     : !out.info.unprovoked.empty() ? out.info.unprovoked.back()
+                                                    : std::string("?");
+  return fail("{} attempts in a row at run {} were taken again (the last: {}): the lab is not stable "
+              "enough to measure",
+              kAttempts, number, last);
 }
 
 // A run, unless something failed before its injection: then the failure is
@@ -324,7 +330,14 @@ Result<std::optional<RunRecord>> Session::attempt_run(const std::string& kind, u
     return std::optional<RunRecord>();
   }
   auto answer = inject(*domain, kind, seed);
-  if (!answer) return tl::unexpected(answer.error());
+  if (!answer) {
+    // The target went away between the plan and the act (a regflip's thread
+    // exited, a domain died): nothing was injected, so the run is retaken.
+    out.info.not_injected.push_back(fmt::format("run {} ({} under {}): {}", number, kind, policy_,
+                                                answer.error().message));
+    (void)traffic->finish();
+    return std::optional<RunRecord>();
+  }
   uint64_t inj = answer->value("ts_mono_ns", uint64_t{0});
   r.detail = answer->value("detail", std::string());
   pid_t injected_pid = answer->value("pid", 0);

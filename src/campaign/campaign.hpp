@@ -22,6 +22,7 @@ struct CampaignOptions {
   uint32_t pps = 10000;   // the UDP probe stream
   double tcp_mbytes_per_s = 8;  // the TCP stream alongside; 0: none
   uint32_t window_ms = 400;     // effects of an injection are looked for this long
+  int realtime_priority = -1;   // the labs' data path; -1: the config's default
   std::string command;          // the command line, for the report
   std::string keep_events_in;   // each lab's events.jsonl is copied here; "" keeps none
   // Called after every run (progress output); may be empty.

@@ -105,6 +105,7 @@ int run(CampaignArgs& a, const std::string& command) {
                a.out, a.out);
   }
   for (const auto& u : result->info.unprovoked) fmt::print(stderr, "failure nobody injected, run taken again: {}\n", u);
+  for (const auto& u : result->info.not_injected) fmt::print(stderr, "injection refused, run taken again: {}\n", u);
   if (result->interrupted) {
     fmt::print(stderr, "nicguard campaign: interrupted; the report holds the runs finished so far\n");
     return 130;
@@ -140,6 +141,7 @@ void ng::cli::add_campaign_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--window-ms", a->options.window_ms,
                   "How long after each injection its effects are looked for")
       ->capture_default_str();
+  add_realtime_priority_option(*cmd, a->options.realtime_priority);
   cmd->add_flag("--json", a->json, "Print summary.json instead of the progress and the table");
   cmd->callback([a, &exit_code] {
     if (auto s = ng::campaign::check_options(a->options); !s) {

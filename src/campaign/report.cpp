@@ -164,7 +164,8 @@ json info_json(const CampaignInfo& info) {
           {"command", info.command},
           {"window_ms", info.window_ms},
           {"gap_threshold_ms", info.gap_threshold_ms},
-          {"unprovoked_failures", info.unprovoked}};
+          {"unprovoked_failures", info.unprovoked},
+          {"not_injected", info.not_injected}};
 }
 
 // ---- text --------------------------------------------------------------------
@@ -757,6 +758,9 @@ std::string info_section(const CampaignInfo& info, size_t runs) {
   std::string unprovoked = info.unprovoked.empty() ? "none" : "";
   for (const auto& u : info.unprovoked) unprovoked += "<div>" + esc(u) + "</div>";
   out += item("Failures nobody injected", unprovoked);
+  std::string not_injected = info.not_injected.empty() ? "none" : "";
+  for (const auto& u : info.not_injected) not_injected += "<div>" + esc(u) + "</div>";
+  out += item("Injections refused (run taken again)", not_injected);
   out +=
       "</dl>\n<p class=\"note\">no effect: no detector fired, traffic never broke; recovered: a "
       "detector fired and traffic flowed again within the window; not recovered: a detector fired "

@@ -62,6 +62,10 @@ struct CampaignInfo {
   // window): false alarms or latent effects of an earlier run. Each such
   // run is taken again; these are what was seen.
   std::vector<std::string> unprovoked;
+  // Injections the manager refused because the target went away meanwhile
+  // (a thread that exited before ptrace stopped it): nothing was injected,
+  // so the run is taken again.
+  std::vector<std::string> not_injected;
 };
 
 std::string runs_csv(const std::vector<RunRecord>& runs);

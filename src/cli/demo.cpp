@@ -136,6 +136,7 @@ void ng::cli::add_demo_command(CLI::App& app, int& exit_code) {
       ->capture_default_str();
   cmd->add_option("--out", o->out, "Directory for report.html, summary.json and runs.csv")
       ->capture_default_str();
+  add_realtime_priority_option(*cmd, o->campaign.realtime_priority);
   cmd->callback([o, &exit_code] {
     if (auto s = ng::campaign::check_options(o->campaign); !s) {
       fmt::print(stderr, "demo: {}\n", s.error().message);

@@ -19,8 +19,11 @@ void ng::cli::add_driver_command(CLI::App& app, int& exit_code) {
       ->capture_default_str();
   cmd->add_option("--inject", opt->inject,
                   "Fault-injection file the manager arms (inert until armed)");
-  cmd->add_option("--serve-nice", opt->serve_nice,
+  cmd->add_option("--serve-nice", opt->serve.nice,
                   "Nice value to take once serving (the manager starts domains lower)");
+  cmd->add_option("--serve-realtime", opt->serve.realtime,
+                  "SCHED_FIFO priority to take once serving; 0: normal scheduling")
+      ->check(CLI::Range(0, 99));
   cmd->add_flag("!--no-sandbox", opt->sandbox, "Skip seccomp/capability/memory sandboxing");
   cmd->callback([opt, &exit_code] { exit_code = ng::driver::run_driver(*opt); });
 }

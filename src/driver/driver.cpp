@@ -82,8 +82,10 @@ class Driver {
     }
   }
 
-  int run() {
-    ring::Idler idler(opt_.spin_us);
+  int run(uint32_t spin_us, int realtime) {
+    // A realtime loop must not busy-poll: it would take the CPU from
+    // everything else until the kernel's realtime throttling stops it.
+    ring::Idler idler(realtime > 0 ? 0 : spin_us);
     uint64_t last_control = 0;
     for (;;) {
       Fault f = inject_ ? inject_->armed() : Fault::none;
@@ -529,7 +531,8 @@ int run_driver(const DriverOptions& o) {
     spdlog::error("driver {}: {}", o.name, d.error().message);
     return 1;
   }
-  if (auto s = serve_at(o.serve_nice); !s) spdlog::warn("driver {}: {}", o.name, s.error().message);
+  auto realtime = serve_at(o.serve);
+  if (!realtime) spdlog::warn("driver {}: {}", o.name, realtime.error().message);
   if (o.sandbox) {
     sandbox::Policy policy;
     policy.memory_limit_bytes = o.memory_limit_mb << 20;
@@ -539,7 +542,7 @@ int run_driver(const DriverOptions& o) {
     }
   }
   spdlog::info("driver {}: serving NIC {} on {}", o.name, o.nic, o.socket);
-  return (*d)->run();
+  return (*d)->run(o.spin_us, realtime.value_or(0));
 }
 
 }  // namespace ng::driver

@@ -24,7 +24,7 @@ struct DriverOptions {
   uint32_t heartbeat_us = 10000;
   uint32_t spin_us = 50;  // busy-poll this long after work before sleeping
   std::string inject;     // fault-injection control file; empty: none
-  int serve_nice = kKeepNice;  // scheduling priority once serving
+  ServePriority serve;  // scheduling once serving
   bool sandbox = true;
 };
 

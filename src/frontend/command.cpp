@@ -63,8 +63,11 @@ void ng::cli::add_front_command(CLI::App& app, int& exit_code) {
       ->capture_default_str();
   cmd->add_flag("!--no-fence", opt->fence, "Do not SIGKILL a domain found hung, stalled or corrupt");
   cmd->add_option("--events", opt->events, "Event log to append to (JSON lines)");
-  cmd->add_option("--serve-nice", opt->serve_nice,
+  cmd->add_option("--serve-nice", opt->serve.nice,
                   "Nice value to take once serving (the manager starts frontends lower)");
+  cmd->add_option("--serve-realtime", opt->serve.realtime,
+                  "SCHED_FIFO priority to take once serving; 0: normal scheduling")
+      ->check(CLI::Range(0, 99));
   cmd->add_option("--hold-frames", opt->hold_frames,
                   "Frames kept while no driver domain is up")
       ->capture_default_str();

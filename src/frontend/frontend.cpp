@@ -133,8 +133,10 @@ class Frontend {
     ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, tap_.get(), &ev);
   }
 
-  int run() {
-    ring::Idler idler(opt_.spin_us);
+  int run(uint32_t spin_us, int realtime) {
+    // A realtime loop must not busy-poll: it would take the CPU from
+    // everything else until the kernel's realtime throttling stops it.
+    ring::Idler idler(realtime > 0 ? 0 : spin_us);
     uint64_t last_control = 0;
     for (;;) {
       unsigned work = 0;
@@ -744,10 +746,11 @@ int run_frontend(const FrontendOptions& o) {
     spdlog::error("frontend {}: {}", o.name, f.error().message);
     return 1;
   }
-  if (auto s = serve_at(o.serve_nice); !s) spdlog::warn("frontend {}: {}", o.name, s.error().message);
+  auto realtime = serve_at(o.serve);
+  if (!realtime) spdlog::warn("frontend {}: {}", o.name, realtime.error().message);
   spdlog::info("frontend {}: TAP {} up with {} ({} driver domains)", o.name, o.tap,
                format_mac(o.mac), o.backends.size());
-  return (*f)->run();
+  return (*f)->run(o.spin_us, realtime.value_or(0));
 }
 
 }  // namespace ng::frontend

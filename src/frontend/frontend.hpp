@@ -41,7 +41,7 @@ struct FrontendOptions {
   std::string rx_probe_target;  // IPv4 neighbour asked through the active domain; empty: no check
   uint32_t rx_probe_interval_ms = 100;
   uint32_t rx_probe_timeout_ms = 300;  // unanswered this long (and twice): the receive path is broken
-  int serve_nice = kKeepNice;  // scheduling priority once serving
+  ServePriority serve;  // scheduling once serving
 };
 
 // Runs until SIGTERM/SIGINT; returns the exit status.

@@ -6,11 +6,15 @@
 // silence alone proves nothing. When the beat has been silent for half the
 // timeout the frontend kicks the driver (asks for a beat); if the beat stays
 // silent for the other half, the driver's scheduler state decides:
-//   exiting (killed, tearing down)    -> crash: its sockets hang up soon,
-//                                        but a big process takes milliseconds
+//   exiting (killed, tearing down)    -> crash, already when the beat is
+//                                        asked for: its sockets hang up only
+//                                        after its memory is torn down, which
+//                                        takes milliseconds
 //   stopped (SIGSTOP, traced)         -> hang
 //   asleep although it was kicked     -> hang (blocked somewhere else)
-//   ran a whole timeout on a CPU      -> hang (spinning without beating),
+//   on a CPU for 3/4 of the time since
+//   the kick, without one beat        -> hang (spinning: one pass of the
+//                                        loop takes well under a millisecond),
 //                                        unless the beat's low bit says it is
 //                                        inside a NIC call (the kernel's
 //                                        work, bounded): judged as starved
@@ -69,6 +73,7 @@ class Watchdog {
 
  private:
   Verdict check_hang(uint64_t now, const std::function<ProcSample()>& sample);
+  Verdict dying(uint64_t now, const ProcSample& s);
 
   WatchdogConfig cfg_;
   uint64_t beat_ = 0;

@@ -122,6 +122,7 @@ void add_up(CLI::App& lab, int& exit_code) {
                "Add a host wired straight to the switch (the kernel's path, for comparison)");
   up->add_option("--name", args->options.name,
                  "Lab suffix (1-11 of [a-z0-9]); random 4 hex digits by default");
+  ng::cli::add_realtime_priority_option(*up, args->options.realtime_priority);
   up->add_flag("--json", args->json, "Print the lab description (lab.json) on stdout");
   up->add_flag("--no-manager", args->no_manager,
                "Build the topology and write the config only; start no manager");
@@ -130,6 +131,13 @@ void add_up(CLI::App& lab, int& exit_code) {
 
 }  // namespace
 }  // namespace ng::lab
+
+void ng::cli::add_realtime_priority_option(CLI::App& cmd, int& priority) {
+  cmd.add_option("--realtime-priority", priority,
+                 "SCHED_FIFO priority of the lab's driver domains (frontends one above); 0: normal "
+                 "scheduling, to compare (default: the config's, see docs/config.md)")
+      ->check(CLI::Range(0, 98));
+}
 
 void ng::cli::add_lab_command(CLI::App& app, int& exit_code) {
   auto* lab = app.add_subcommand(

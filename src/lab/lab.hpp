@@ -31,6 +31,7 @@ struct LabOptions {
   std::string policy = "warm-spare";   // "warm-spare" (drivers a, b) or "restart" (a)
   uint32_t mtu = 1500;                 // 68..9000, every lab link and app
   bool direct = false;                 // add ng-SFX-direct, a host straight on the switch
+  int realtime_priority = -1;          // [manager] realtime_priority; -1: the config's default
   std::string name;                    // suffix, [a-z0-9]{1,11}; random 4 hex digits if empty
   bool start_manager = true;           // false: topology and config only, no traffic wait
   std::string binary = "/proc/self/exe";  // the nicguard binary run as `manager -c CONFIG`
@@ -73,6 +74,7 @@ struct LabInfo {
   std::string manager_log;     // state_dir/manager.log
   std::string policy;
   uint32_t mtu = 1500;
+  int realtime_priority = -1;  // -1: not written, the config's default applies
   std::string switch_netns;
   std::string bridge = "br0";
   Endpoint ext;

@@ -215,8 +215,10 @@ struct Parser {
     const toml::table* t = table(root, "manager", true);
     if (t == nullptr) return;
     TableReader r(*t, "manager",
-                  {"state_dir", "policy", "control_socket", "spare_restart_delay_ms"}, errors);
+                  {"state_dir", "policy", "control_socket", "spare_restart_delay_ms", "realtime_priority"},
+                  errors);
     r.u32("spare_restart_delay_ms", 0, 60000, config.spare_restart_delay_ms);
+    r.u32("realtime_priority", 0, 98, config.realtime_priority);
     if (auto dir = r.string("state_dir", true)) {
       while (dir->size() > 1 && dir->back() == '/') dir->pop_back();
       if (dir->empty() || dir->front() != '/' || *dir == "/") {
@@ -534,7 +536,8 @@ std::string to_toml(const Config& c) {
   root.insert("manager", toml::table{{"state_dir", c.state_dir},
                                      {"policy", policy_name(c.policy)},
                                      {"control_socket", c.control_socket},
-                                     {"spare_restart_delay_ms", int64_t{c.spare_restart_delay_ms}}});
+                                     {"spare_restart_delay_ms", int64_t{c.spare_restart_delay_ms}},
+                                     {"realtime_priority", int64_t{c.realtime_priority}}});
   root.insert("ring", toml::table{{"tx_slots", int64_t{c.ring.tx_slots}},
                                   {"rx_slots", int64_t{c.ring.rx_slots}},
                                   {"slot_size", int64_t{c.ring.slot_size}}});

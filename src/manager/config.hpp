@@ -16,6 +16,7 @@ namespace ng::manager {
 // What a driver domain needs besides the ring regions it maps (its own
 // receive buffers of 2 MiB, libraries, stacks), with room to spare.
 inline constexpr uint64_t kDriverBaseMemoryMb = 64;
+inline constexpr uint32_t kDefaultRealtimePriority = 0;
 
 enum class Policy { warm_spare, restart };
 const char* policy_name(Policy p);
@@ -70,6 +71,12 @@ struct Config {
   // spare carries the traffic, and a restart at once takes the CPU from it
   // at the worst moment. The restart policy restarts at once.
   uint32_t spare_restart_delay_ms = 250;
+  // Driver domains serve at SCHED_FIFO realtime_priority and frontends one
+  // above (a hung driver spinning at realtime must not lock its frontend,
+  // which is what detects it, out of a core); 0 keeps normal scheduling.
+  // Off by default: on a small host it trades data-path throughput for
+  // failover latency (docs/config.md, "Scheduling").
+  uint32_t realtime_priority = kDefaultRealtimePriority;
   RingConfig ring;
   DetectConfig detect;
   MetricsConfig metrics;

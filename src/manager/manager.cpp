@@ -365,6 +365,8 @@ Status Manager::start_control() {
 
 void Manager::build_children() {
   const auto& r = config_.ring;
+  uint32_t rt = config_.realtime_priority;
+  std::string frontend_realtime = std::to_string(rt == 0 ? 0 : rt + 1);
   for (const auto& d : config_.drivers) {
     Child c;
     c.kind = ChildKind::driver;
@@ -378,7 +380,8 @@ void Manager::build_children() {
               "--memory-limit-mb", std::to_string(d.memory_limit_mb),
               "--heartbeat-us", std::to_string(config_.detect.heartbeat_ms * 1000),
               "--inject", config_.path("driver-" + d.name + ".inject"),
-              "--serve-nice", std::to_string(serve_nice())};
+              "--serve-nice", std::to_string(serve_nice()),
+              "--serve-realtime", std::to_string(config_.realtime_priority)};
     children_.push_back(std::move(c));
   }
   for (const auto& a : config_.apps) {
@@ -400,7 +403,8 @@ void Manager::build_children() {
                                  "--hang-timeout-ms", std::to_string(config_.detect.hang_timeout_ms),
                                  "--stall-timeout-ms", std::to_string(config_.detect.stall_timeout_ms),
                                  "--events", config_.path("events.jsonl"),
-                                 "--serve-nice", std::to_string(serve_nice())});
+                                 "--serve-nice", std::to_string(serve_nice()),
+                                 "--serve-realtime", frontend_realtime});
     if (!a.rx_probe_target.empty()) {
       c.args.insert(c.args.end(), {"--rx-probe-target", a.rx_probe_target, "--rx-probe-interval-ms",
                                    std::to_string(config_.detect.rx_probe_interval_ms),
@@ -666,6 +670,9 @@ nlohmann::json Manager::inject(const nlohmann::json& request) {
   }
   if (c->pid == 0 || !c->pidfd) return {{"ok", false}, {"error", c->domain() + " is not running"}};
   if (*fault == inject::Fault::regflip) return regflip(*c, request);
+  // Taken before the act: a frontend may see a kill and log its detection
+  // before this loop gets to log the injection.
+  uint64_t at = mono_ns();
   Status done;
   if (*fault == inject::Fault::kill) done = pidfd_signal(c->pidfd.get(), SIGKILL) == 0 ? Status{} : fail_errno("SIGKILL");
   if (*fault == inject::Fault::freeze) done = pidfd_signal(c->pidfd.get(), SIGSTOP) == 0 ? Status{} : fail_errno("SIGSTOP");
@@ -673,8 +680,7 @@ nlohmann::json Manager::inject(const nlohmann::json& request) {
   if (inject::inside_domain(*fault)) c->inject->arm(*fault);
   if (!done) return {{"ok", false}, {"error", done.error().message}};
   ++injections_;
-  uint64_t at = mono_ns();
-  event("inject", c, {{"fault", inject::fault_name(*fault)}, {"pid", c->pid}});
+  event("inject", c, {{"fault", inject::fault_name(*fault)}, {"pid", c->pid}, {"injected_mono_ns", at}});
   return {{"ok", true}, {"domain", c->domain()}, {"fault", inject::fault_name(*fault)}, {"pid", c->pid},
           {"ts_mono_ns", at}};
 }

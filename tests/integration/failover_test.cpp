@@ -9,8 +9,11 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include <functional>
 #include <future>
 #include <memory>
+#include <sstream>
+#include <utility>
 
 #include "support.hpp"
 
@@ -133,9 +136,11 @@ class FailoverTest : public ::testing::Test {
 
   // Two failures of the same kind in a row, under traffic.
   void survive_two(const std::string& fault, const std::string& detector,
-                   const std::string& source = "front-app1") {
-    LabGuard lab;
+                   const std::string& source = "front-app1", const LabOptions& options = {},
+                   const std::function<void(const LabGuard&)>& check_lab = {}) {
+    LabGuard lab(options);
     ASSERT_TRUE(lab.ok()) << lab.error();
+    if (check_lab) check_lab(lab);
     Traffic traffic(lab, file_, 9);
     fail_active(lab, fault, detector, source);
     fail_active(lab, fault, detector, source);
@@ -148,6 +153,42 @@ class FailoverTest : public ::testing::Test {
 };
 
 TEST_F(FailoverTest, DriverKilledWithSigkill) { survive_two("kill", "crash"); }
+
+// /proc/PID/stat fields 40 and 41: rt_priority and policy (1 = SCHED_FIFO).
+std::pair<int, int> rt_priority_and_policy(pid_t pid) {
+  std::string stat = read_file(fmt::format("/proc/{}/stat", pid));
+  auto close = stat.rfind(')');
+  if (close == std::string::npos) return {-1, -1};
+  std::istringstream rest(stat.substr(close + 2));
+  std::string field;
+  int rt = -1;
+  int policy = -1;
+  for (int n = 3; rest >> field; ++n) {  // the state is field 3
+    if (n == 40) rt = std::stoi(field);
+    if (n == 41) policy = std::stoi(field);
+  }
+  return {rt, policy};
+}
+
+// At realtime the data path is scheduled as configured (drivers at N,
+// frontends above them), and a driver spinning at realtime, the case that
+// could lock a core, is still found and fenced, twice.
+TEST_F(FailoverTest, RealtimeDataPathFindsASpinningDriverTwice) {
+  LabOptions o;
+  o.realtime_priority = 20;
+  survive_two("hang", "hang", "front-app1", o, [](const LabGuard& lab) {
+    auto s = lab.status();
+    ASSERT_TRUE(s) << lab.status_table();
+    for (const auto& d : s->at("drivers")) {
+      ASSERT_TRUE(d.at("pid").is_number()) << s->dump();
+      EXPECT_EQ(rt_priority_and_policy(d.at("pid").get<pid_t>()), std::make_pair(20, 1)) << s->dump();
+    }
+    for (const auto& a : s->at("apps")) {
+      ASSERT_TRUE(a.at("pid").is_number()) << s->dump();
+      EXPECT_EQ(rt_priority_and_policy(a.at("pid").get<pid_t>()), std::make_pair(21, 1)) << s->dump();
+    }
+  });
+}
 
 TEST_F(FailoverTest, DriverCrashesInItsPacketLoop) { survive_two("crash", "crash"); }
 

@@ -348,10 +348,10 @@ LabGuard::LabGuard(const LabOptions& o) {
   // root links as lab links; 6 digits keep clear of the lab's own 4-digit names.
   suffix_ = "dd" + random_hex(4);
   auto limit = std::chrono::duration_cast<std::chrono::seconds>(o.up_limit);
-  auto r = run(nicguard_cmd(fmt::format("lab up --json --name {} --apps {} --mtu {} --policy {}",
-                                        suffix_, o.apps, o.mtu, o.policy),
-                            limit),
-               limit + 20s);
+  std::string args = fmt::format("lab up --json --name {} --apps {} --mtu {} --policy {}", suffix_,
+                                 o.apps, o.mtu, o.policy);
+  if (o.realtime_priority >= 0) args += fmt::format(" --realtime-priority {}", o.realtime_priority);
+  auto r = run(nicguard_cmd(args, limit), limit + 20s);
   if (!r.ok()) {
     error_ = "`nicguard lab up` failed:\n" + r.describe();
     return;

@@ -137,6 +137,7 @@ struct LabOptions {
   int apps = 1;
   int mtu = 1500;
   std::string policy = "warm-spare";
+  int realtime_priority = -1;  // --realtime-priority; -1: the config's default
   std::chrono::milliseconds up_limit = 120s;
 };
 

@@ -301,6 +301,18 @@ TEST(ConfigMemory, DriverLimitMustHoldEveryRingRegion) {
       << too_small.error().message;
 }
 
+TEST(Config, RealtimePriorityIsOffByDefaultAndCanBeTurnedOn) {
+  auto on = parse_config(with("policy = \"warm-spare\"\n", "policy = \"warm-spare\"\nrealtime_priority = 10\n"),
+                         "test.toml");
+  ASSERT_TRUE(on) << on.error().message;
+  EXPECT_EQ(on->realtime_priority, 10u);
+  auto again = parse_config(to_toml(*on), "roundtrip.toml");
+  ASSERT_TRUE(again) << again.error().message;
+  EXPECT_EQ(again->realtime_priority, 10u);
+  auto bad = errors_of(with("policy = \"warm-spare\"\n", "policy = \"warm-spare\"\nrealtime_priority = -1\n"));
+  EXPECT_THAT(bad, HasSubstr("manager.realtime_priority"));
+}
+
 TEST(Config, DetectionAndRecoveryKeys) {
   auto c = parse_config(with("policy = \"warm-spare\"\n",
                              "policy = \"warm-spare\"\nspare_restart_delay_ms = 40\n\n"
@@ -314,16 +326,18 @@ TEST(Config, DetectionAndRecoveryKeys) {
   EXPECT_EQ(c->detect.heartbeat_ms, 5u);
   EXPECT_FALSE(c->detect.carrier);
   EXPECT_EQ(c->metrics.listen, "127.0.0.1:9520");
+  EXPECT_EQ(c->realtime_priority, 0u);  // off unless asked for
   auto again = parse_config(to_toml(*c), "roundtrip.toml");
   ASSERT_TRUE(again) << again.error().message;
   EXPECT_EQ(again->detect.hang_timeout_ms, 9u);
   EXPECT_EQ(again->spare_restart_delay_ms, 40u);
 
   auto e = errors_of(with("policy = \"warm-spare\"\n",
-                          "policy = \"warm-spare\"\nspare_restart_delay_ms = 70000\n\n"
+                          "policy = \"warm-spare\"\nspare_restart_delay_ms = 70000\nrealtime_priority = 99\n\n"
                           "[detect]\nhang_timeout_ms = 1\ncarrier = 3\n\n"
                           "[metrics]\nlisten = \"0.0.0.0:9520\"\n"));
   EXPECT_THAT(e, HasSubstr("manager.spare_restart_delay_ms"));
+  EXPECT_THAT(e, HasSubstr("manager.realtime_priority"));
   EXPECT_THAT(e, HasSubstr("detect.hang_timeout_ms"));
   EXPECT_THAT(e, HasSubstr("detect.carrier"));
   EXPECT_THAT(e, HasSubstr("metrics.listen"));

@@ -78,11 +78,21 @@ TEST(Watchdog, SpinningWithoutBeatingIsAHang) {
   f.sample = {true, 'R', 100 * kMs};
   w.reset(0, 8, 0);  // even: outside a NIC call
   EXPECT_EQ(w.check(3 * kMs, 8, 0, 0, f.fn()), Verdict::demand_beat);
-  f.sample.cpu_ns += 3 * kMs;  // could still be one long batch
+  f.sample.cpu_ns += 2 * kMs;  // 2 of 3 ms: could still be starved part of the time
   EXPECT_EQ(w.check(6 * kMs, 8, 0, 0, f.fn()), Verdict::ok);
-  f.sample.cpu_ns += 3 * kMs;
+  f.sample.cpu_ns += 3 * kMs;  // 5 of 6 ms on a CPU, and one pass takes far less
   EXPECT_EQ(w.check(9 * kMs, 8, 0, 0, f.fn()), Verdict::hang);
   EXPECT_NE(w.detail().find("running"), std::string::npos);
+}
+
+TEST(Watchdog, SpinningTheWholeTimeIsAHangAtTheTimeout) {
+  Watchdog w(config());
+  Fake f;
+  f.sample = {true, 'R', 100 * kMs};
+  w.reset(0, 8, 0);
+  EXPECT_EQ(w.check(3 * kMs, 8, 0, 0, f.fn()), Verdict::demand_beat);
+  f.sample.cpu_ns += 3 * kMs;
+  EXPECT_EQ(w.check(6 * kMs, 8, 0, 0, f.fn()), Verdict::hang);
 }
 
 // The beat's low bit set: the domain is inside a NIC call, whose kernel work
@@ -117,9 +127,20 @@ TEST(Watchdog, GoneOrExitingProcessIsACrash) {
     Fake f;
     f.sample = {alive, 'D', 0, alive};
     w.reset(0, 7, 0);
-    w.check(3 * kMs, 7, 0, 0, f.fn());
-    EXPECT_EQ(w.check(6 * kMs, 7, 0, 0, f.fn()), Verdict::crash);
+    EXPECT_EQ(w.check(2 * kMs, 7, 0, 0, f.fn()), Verdict::ok);
+    // No waiting for a beat that cannot come: a crash at half the timeout.
+    EXPECT_EQ(w.check(3 * kMs, 7, 0, 0, f.fn()), Verdict::crash);
+    EXPECT_NE(w.detail().find(alive ? "exiting" : "gone"), std::string::npos);
   }
+}
+
+TEST(Watchdog, DyingAfterTheKickIsACrash) {
+  Watchdog w(config());
+  Fake f;
+  w.reset(0, 7, 0);
+  EXPECT_EQ(w.check(3 * kMs, 7, 0, 0, f.fn()), Verdict::demand_beat);
+  f.sample = {true, 'D', 0, true};
+  EXPECT_EQ(w.check(6 * kMs, 7, 0, 0, f.fn()), Verdict::crash);
 }
 
 TEST(Watchdog, UntakenTxFramesWithBeatsAreAStall) {
