@@ -235,6 +235,11 @@ class Session {
   Result<json> inject(const std::string& domain, const std::string& kind, uint64_t seed);
   void assess(RunRecord& r, const RunTraffic& t, uint64_t inj);
   void repair(const RunRecord& r, pid_t injected_pid);
+  // Puts why a run is taken again on record, in the report's list for it.
+  void retake(std::vector<std::string>& list, std::string why) {
+    last_retake_ = why;
+    list.push_back(std::move(why));
+  }
 
   std::string policy_;
   const CampaignOptions& o_;
@@ -242,6 +247,7 @@ class Session {
   NetnsChild echo_;
   EventTail events_;
   mutable int kept_ = 0;
+  std::string last_retake_;  // for the message when retakes never end
 };
 
 // A domain ready for the next failure; a lab that does not recover within
@@ -298,12 +304,9 @@ Result<RunRecord> Session::run(const std::string& kind, uint64_t seed, int numbe
     if (!r) return tl::unexpected(r.error());
     if (*r) return std::move(**r);
   }
-  const auto& last = !out.info.not_injected.empty() ? out.info.not_injected.back()
-                     : !out.info.unprovoked.empty() ? out.info.unprovoked.back()
-                                                    : std::string("?");
   return fail("{} attempts in a row at run {} were taken again (the last: {}): the lab is not stable "
               "enough to measure",
-              kAttempts, number, last);
+              kAttempts, number, last_retake_);
 }
 
 // A run, unless something failed before its injection: then the failure is
@@ -326,15 +329,15 @@ Result<std::optional<RunRecord>> Session::attempt_run(const std::string& kind, u
   if (!traffic) return tl::unexpected(traffic.error());
   std::this_thread::sleep_for(std::chrono::nanoseconds(before));
   if (auto seen = unprovoked_detection(started); !seen.empty()) {
-    out.info.unprovoked.push_back(fmt::format("before run {} ({} under {}): {}", number, kind, policy_, seen));
+    retake(out.info.unprovoked, fmt::format("before run {} ({} under {}): {}", number, kind, policy_, seen));
     return std::optional<RunRecord>();
   }
   auto answer = inject(*domain, kind, seed);
   if (!answer) {
     // The target went away between the plan and the act (a regflip's thread
     // exited, a domain died): nothing was injected, so the run is retaken.
-    out.info.not_injected.push_back(fmt::format("run {} ({} under {}): {}", number, kind, policy_,
-                                                answer.error().message));
+    retake(out.info.not_injected,
+           fmt::format("run {} ({} under {}): {}", number, kind, policy_, answer.error().message));
     (void)traffic->finish();
     return std::optional<RunRecord>();
   }

@@ -16,10 +16,10 @@ void add_bench_command(CLI::App& app, int& exit_code);     // src/bench/command.
 void add_probe_command(CLI::App& app, int& exit_code);     // src/probe/command.cpp
 void add_demo_command(CLI::App& app, int& exit_code);      // src/cli/demo.cpp
 void add_inject_command(CLI::App& app, int& exit_code);    // src/inject/command.cpp
-void add_campaign_command(CLI::App& app, int& exit_code);
+void add_campaign_command(CLI::App& app, int& exit_code);  // src/campaign/command.cpp
 // --realtime-priority N for the commands that build a lab (lab up, bench,
 // campaign, demo): the lab config's [manager] realtime_priority; -1 leaves
-// the default.                                           // src/lab/command.cpp
-void add_realtime_priority_option(CLI::App& cmd, int& priority);  // src/campaign/command.cpp
+// the default.
+void add_realtime_priority_option(CLI::App& cmd, int& priority);  // src/lab/command.cpp
 
 }  // namespace ng::cli

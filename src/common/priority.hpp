@@ -52,6 +52,10 @@ inline void ask_short_slice() {
   (void)::syscall(SYS_sched_setattr, 0, &a, 0);
 }
 
+// A realtime loop must not busy-poll: it would take the CPU from everything
+// else until the kernel's realtime throttling stops the whole data path.
+inline uint32_t spin_us_at(int realtime, uint32_t spin_us) { return realtime > 0 ? 0 : spin_us; }
+
 // Returns the realtime priority in effect (0: normal scheduling).
 inline Result<int> serve_at(const ServePriority& p) {
   if (p.nice != kKeepNice && ::setpriority(PRIO_PROCESS, 0, p.nice) != 0) {

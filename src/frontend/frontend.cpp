@@ -134,9 +134,7 @@ class Frontend {
   }
 
   int run(uint32_t spin_us, int realtime) {
-    // A realtime loop must not busy-poll: it would take the CPU from
-    // everything else until the kernel's realtime throttling stops it.
-    ring::Idler idler(realtime > 0 ? 0 : spin_us);
+    ring::Idler idler(spin_us_at(realtime, spin_us));
     uint64_t last_control = 0;
     for (;;) {
       unsigned work = 0;

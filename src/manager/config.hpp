@@ -16,7 +16,6 @@ namespace ng::manager {
 // What a driver domain needs besides the ring regions it maps (its own
 // receive buffers of 2 MiB, libraries, stacks), with room to spare.
 inline constexpr uint64_t kDriverBaseMemoryMb = 64;
-inline constexpr uint32_t kDefaultRealtimePriority = 0;
 
 enum class Policy { warm_spare, restart };
 const char* policy_name(Policy p);
@@ -76,7 +75,7 @@ struct Config {
   // which is what detects it, out of a core); 0 keeps normal scheduling.
   // Off by default: on a small host it trades data-path throughput for
   // failover latency (docs/config.md, "Scheduling").
-  uint32_t realtime_priority = kDefaultRealtimePriority;
+  uint32_t realtime_priority = 0;
   RingConfig ring;
   DetectConfig detect;
   MetricsConfig metrics;

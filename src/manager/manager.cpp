@@ -381,7 +381,7 @@ void Manager::build_children() {
               "--heartbeat-us", std::to_string(config_.detect.heartbeat_ms * 1000),
               "--inject", config_.path("driver-" + d.name + ".inject"),
               "--serve-nice", std::to_string(serve_nice()),
-              "--serve-realtime", std::to_string(config_.realtime_priority)};
+              "--serve-realtime", std::to_string(rt)};
     children_.push_back(std::move(c));
   }
   for (const auto& a : config_.apps) {
