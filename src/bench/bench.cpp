@@ -1,4 +1,5 @@
 #include "bench/bench.hpp"
+#include "common/proc_net.hpp"
 #include "common/text.hpp"
 
 #include <fcntl.h>
@@ -401,29 +402,9 @@ std::string NetnsProcess::output() const {
 
 namespace {
 
-// True once `proc` (in its own namespace) has a socket bound to `port`:
-// a listening TCP socket, or any UDP socket.
-bool bound(pid_t pid, bool tcp, uint16_t port) {
-  for (const char* file : tcp ? std::array{"tcp", "tcp6"} : std::array{"udp", "udp6"}) {
-    std::istringstream lines(read_text(fmt::format("/proc/{}/net/{}", pid, file)));
-    std::string line;
-    std::getline(lines, line);  // header
-    while (std::getline(lines, line)) {
-      std::istringstream f(line);
-      std::string sl, local, remote, state;
-      if (!(f >> sl >> local >> remote >> state)) continue;
-      auto colon = local.rfind(':');
-      if (colon == std::string::npos) continue;
-      unsigned long p = std::strtoul(local.c_str() + colon + 1, nullptr, 16);
-      if (p == port && (!tcp || state == "0A")) return true;
-    }
-  }
-  return false;
-}
-
 Status wait_bound(NetnsProcess& proc, bool tcp, uint16_t port, const Interrupted& interrupted) {
   auto deadline = Clock::now() + kListenTimeout;
-  while (!bound(proc.pid(), tcp, port)) {
+  while (!port_bound(proc.pid(), tcp, port)) {
     if (stopped(interrupted)) return interrupted_error();
     if (!proc.running()) {
       return fail("{} stopped before it listened on {} port {}; its output:\n{}", proc.command(),

@@ -13,17 +13,22 @@
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
+#include "campaign/app_streams.hpp"
+#include "campaign/load.hpp"
 #include "campaign/netns_child.hpp"
 #include "campaign/traffic.hpp"
 #include "common/clock.hpp"
 #include "common/events.hpp"
+#include "common/text.hpp"
 #include "inject/inject.hpp"
 #include "lab/lab.hpp"
 #include "manager/control.hpp"
+#include "probe/http.hpp"
 
 namespace ng::campaign {
 
 Outcome classify(const Observation& o) {
+  if (!o.injected) return o.detected ? Outcome::false_alarm : Outcome::no_effect;
   // Over 5% lost (20 ms worth), and clearly more than this machine loses
   // without a failure.
   bool lossy = o.sent > 0 && o.lost * 20 > o.sent && o.lost > 2 * o.baseline_lost;
@@ -43,12 +48,19 @@ Status check_options(const CampaignOptions& o) {
       return fail("unknown policy '{}': expected warm-spare or restart", p);
     }
   }
-  if (o.kinds.empty()) return fail("no fault kind given: say --kind, one or more of {}", inject::fault_list());
+  if (o.kinds.empty()) {
+    return fail("no fault kind given: say --kind, one or more of {}, {}", kNoInjection, inject::fault_list());
+  }
   for (const auto& k : o.kinds) {
-    if (!inject::parse_fault(k)) {
-      return fail("unknown fault kind '{}': expected one of {}", k, inject::fault_list());
+    if (k != kNoInjection && !inject::parse_fault(k)) {
+      return fail("unknown fault kind '{}': expected {} (no injection: counts false alarms) or one of {}", k,
+                  kNoInjection, inject::fault_list());
     }
   }
+  if (o.apps < 1 || o.apps > 64) {
+    return fail("--apps {} is out of range: give 1 to 64 app domains (the probe runs on app1)", o.apps);
+  }
+  if (auto s = check_load_kinds(o.load); !s) return s;
   if (o.runs < 1 || o.runs > 100000) return fail("--runs {} is out of range: give 1 to 100000", o.runs);
   if (o.pps < 100 || o.pps > 100000) return fail("--pps {} is out of range: give 100 to 100000", o.pps);
   if (o.window_ms < 100 || o.window_ms > 10000) {
@@ -60,9 +72,93 @@ Status check_options(const CampaignOptions& o) {
   return {};
 }
 
+Status check_tools(const CampaignOptions& o) {
+  if (std::find(o.load.begin(), o.load.end(), "tcp") != o.load.end() && ::access(kIperf3, X_OK) != 0) {
+    return fail("--load tcp runs {}, which is missing: install Debian's iperf3 package", kIperf3);
+  }
+  if (o.http && ::access(probe::kNginxBinary, X_OK) != 0) {
+    return fail("--http runs {}, which is missing: install Debian's nginx-light package", probe::kNginxBinary);
+  }
+  return {};
+}
+
 namespace {
 
 using nlohmann::json;
+
+// Names for a message, the first few of them: 64 apps make a long line.
+std::string some_names(const std::vector<std::string>& names) {
+  constexpr size_t kShown = 6;
+  std::string out;
+  for (size_t i = 0; i < names.size() && i < kShown; ++i) out += (i ? ", " : "") + names[i];
+  if (names.size() > kShown) out += fmt::format(" and {} more", names.size() - kShown);
+  return out;
+}
+
+int ready_backends(const json& app) {
+  int ready = 0;
+  for (const auto& b : app.value("backends", json::array())) {
+    std::string st = b.value("state", "");
+    ready += st == "active" || st == "spare";
+  }
+  return ready;
+}
+
+}  // namespace
+
+Result<std::string> common_active_domain(const json& status, bool need_spare) {
+  auto apps = status.value("apps", json::array());
+  if (!apps.is_array() || apps.empty()) return fail("the manager reports no app");
+  std::string domain, first;
+  std::vector<std::string> unattached, elsewhere, no_spare;
+  for (const auto& app : apps) {
+    std::string name = app.value("name", std::string("?"));
+    auto active = app.find("active_driver");
+    if (active == app.end() || !active->is_string()) {
+      unattached.push_back(name);
+      continue;
+    }
+    if (domain.empty()) {
+      domain = active->get<std::string>();
+      first = name;
+    }
+    if (*active != domain) elsewhere.push_back(fmt::format("{} on {}", name, active->get<std::string>()));
+    if (need_spare && ready_backends(app) < 2) no_spare.push_back(name);
+  }
+  if (!unattached.empty()) return fail("no active driver domain yet for {}", some_names(unattached));
+  if (!elsewhere.empty()) {
+    return fail("the apps are not on one driver domain: {} on {}, but {}", first, domain, some_names(elsewhere));
+  }
+  if (!no_spare.empty()) return fail("no connected spare yet for {}", some_names(no_spare));
+  return domain;
+}
+
+HttpFigures http_in(const std::vector<HttpRequest>& requests, uint64_t from, uint64_t until) {
+  HttpFigures h;
+  std::vector<double> latencies;
+  for (const auto& q : requests) {
+    if (q.start_ns >= until || q.start_ns + q.latency_ns < from) continue;
+    ++h.requests;
+    if (q.ok) {
+      latencies.push_back(static_cast<double>(q.latency_ns) / 1e6);
+    } else {
+      ++h.failed;
+    }
+  }
+  if (latencies.empty()) return h;
+  h.latency_ms_max = *std::max_element(latencies.begin(), latencies.end());
+  h.latency_ms_p50 = probe::percentile(latencies, 50);
+  h.latency_ms_p99 = probe::percentile(latencies, 99);
+  return h;
+}
+
+double loadavg_1min(const std::string& proc_loadavg) {
+  char* end = nullptr;
+  double v = std::strtod(proc_loadavg.c_str(), &end);
+  return end == proc_loadavg.c_str() || v < 0 ? -1 : v;
+}
+
+namespace {
 
 constexpr uint64_t kMs = 1'000'000;
 constexpr uint64_t kGapNs = 2 * kMs;     // shorter silences are the stream's own rhythm
@@ -109,25 +205,23 @@ Result<json> manager_status(const lab::Lab& lab) {
   return manager::control_request(lab.control_socket(), {{"cmd", "status"}}, 2000);
 }
 
-// The domain app1 sends through once the last failure is recovered from: an
-// active domain and, under warm-spare, a connected spare. "" when that does
-// not happen within 10 s.
-std::string recovered_active(const lab::Lab& lab, const std::string& policy) {
-  for (int i = 0; i < 200; ++i) {
+// Time for every app to be back on one domain: reconnecting 64 frontends to
+// a restarted spare takes longer than one.
+std::chrono::milliseconds ready_wait(size_t apps) {
+  return std::chrono::milliseconds(10'000 + 100 * static_cast<int64_t>(apps));
+}
+
+// The domain every app sends through once the last failure is recovered
+// from: one active domain for all and, under warm-spare, a connected spare
+// for each; otherwise, once the deadline passed, why not.
+Result<std::string> recovered_active(const lab::Lab& lab, const std::string& policy) {
+  const auto deadline = std::chrono::steady_clock::now() + ready_wait(lab.apps().size());
+  for (;;) {
     auto s = manager_status(lab);
-    if (s && (*s)["apps"].is_array() && !(*s)["apps"].empty()) {
-      const auto& app = (*s)["apps"][0];
-      int ready = 0;
-      for (const auto& b : app.value("backends", json::array())) {
-        std::string st = b.value("state", "");
-        ready += st == "active" || st == "spare";
-      }
-      bool spare_ok = policy == "restart" || ready == 2;
-      if (app["active_driver"].is_string() && spare_ok) return app["active_driver"].get<std::string>();
-    }
+    auto domain = s ? common_active_domain(*s, policy != "restart") : tl::unexpected(s.error());
+    if (domain || std::chrono::steady_clock::now() >= deadline) return domain;
     std::this_thread::sleep_for(std::chrono::milliseconds(50));
   }
-  return "";
 }
 
 pid_t driver_pid(const json& status, const std::string& domain) {
@@ -141,15 +235,34 @@ pid_t driver_pid(const json& status, const std::string& domain) {
 uint64_t event_time(const json& e) { return e.value("ts_mono_ns", uint64_t{0}); }
 std::string iso8601_of(const json& e) { return e.value("ts_wall", std::string()); }
 
+bool is_detection(const json& e, uint64_t from, uint64_t until) {
+  uint64_t t = event_time(e);
+  return t >= from && t < until && e.value("event", "") == "detect";
+}
+
+// "driver-a hang by front-app1: no beat for 6 ms (2026-...)"
+std::string describe_detection(const json& e) {
+  return fmt::format("{} {} by {}: {} ({})", e.value("domain", ""), e.value("detector", ""), e.value("source", ""),
+                     e.value("detail", ""), iso8601_of(e));
+}
+
 // The first detection of the run's domain in its window.
 void find_detection(const std::vector<json>& events, uint64_t inj, uint64_t until, RunRecord& r) {
   for (const auto& e : events) {
-    uint64_t t = event_time(e);
-    if (t < inj || t >= until || e.value("event", "") != "detect") continue;
-    if (e.value("domain", "") != r.domain) continue;
+    if (!is_detection(e, inj, until) || e.value("domain", "") != r.domain) continue;
     r.detector = e.value("detector", "");
-    r.detection_ms = static_cast<double>(t - inj) / 1e6;
+    r.detection_ms = static_cast<double>(event_time(e) - inj) / 1e6;
     return;
+  }
+}
+
+// Nothing was injected at any point of the run, so every detection in it,
+// of any domain and in the baseline window too, is a false alarm.
+void find_false_detections(const std::vector<json>& events, uint64_t from, uint64_t until, RunRecord& r) {
+  for (const auto& e : events) {
+    if (!is_detection(e, from, until)) continue;
+    if (r.detector.empty()) r.detector = e.value("detector", "");
+    r.false_detections.push_back(describe_detection(e));
   }
 }
 
@@ -181,7 +294,16 @@ Timeline make_timeline(const RunRecord& r, const std::vector<probe::Arrival>& se
   return t;
 }
 
-// One lab under one policy, with its echo end, reused run after run.
+// What a run put into its domain: when, what, and which process (0: none).
+struct Injected {
+  uint64_t at_ns = 0;
+  std::string detail;
+  pid_t pid = 0;
+};
+
+// One lab under one policy, with its echo ends, its nginx and its
+// background load, reused run after run. Members go in reverse order: every
+// process the session started is gone before its lab is torn down.
 class Session {
  public:
   Session(std::string policy, const CampaignOptions& o) : policy_(std::move(policy)), o_(o), events_("") {}
@@ -189,16 +311,27 @@ class Session {
   Status open() {
     lab::LabOptions lo;
     lo.policy = policy_;
+    lo.apps = o_.apps;
+    lo.binary = o_.binary;
     lo.realtime_priority = o_.realtime_priority;
     lo.interrupted = o_.interrupted;
     auto l = lab::Lab::up(lo);
     if (!l) return tl::unexpected(l.error());
     lab_ = std::make_unique<lab::Lab>(std::move(*l));
     events_.restart(lab_->state_dir() + "/events.jsonl");
-    return start_echo();
+    if (auto s = start_echoes(); !s) return s;
+    if (auto s = start_nginx(); !s) return s;
+    // Last, so the lab is built and its traffic checked on an idle host.
+    auto load = BackgroundLoad::start(*lab_, o_.load);
+    if (!load) return fail("starting the background load: {}", load.error().message);
+    load_ = std::move(*load);
+    return {};
   }
 
   Status close() {
+    load_.stop();
+    nginx_.stop();
+    app_echoes_.stop();
     echo_.stop();
     if (!lab_) return {};
     keep_event_log();
@@ -212,10 +345,22 @@ class Session {
   Result<RunRecord> run(const std::string& kind, uint64_t seed, int number, CampaignResult& out);
 
  private:
-  Status start_echo() {
+  Status start_echoes() {
     auto e = start_udp_echo(lab_->apps().front(), kUdpPort);
     if (!e) return tl::unexpected(e.error());
     echo_ = std::move(*e);
+    std::vector<lab::App> others(lab_->apps().begin() + 1, lab_->apps().end());
+    auto a = start_app_echoes(others, kAppPort);
+    if (!a) return tl::unexpected(a.error());
+    app_echoes_ = std::move(*a);
+    return {};
+  }
+  Status start_nginx() {
+    if (!o_.http) return {};
+    const auto& app = lab_->apps().front();
+    auto n = probe::start_nginx(app.netns, app.ipv4_address(), kHttpPort, lab_->state_dir() + "/nginx");
+    if (!n) return fail("starting nginx in {}: {}", app.name, n.error().message);
+    nginx_ = std::move(*n);
     return {};
   }
   // The lab's event log outlives it in the report directory.
@@ -227,13 +372,16 @@ class Session {
                                fmt::format("{}/events-{}-{}.jsonl", o_.keep_events_in, policy_, ++kept_),
                                std::filesystem::copy_options::overwrite_existing, ec);
   }
-  Result<std::string> ready_domain();
+  Status keep_running(CampaignResult& out);
+  Result<std::string> ready_domain(CampaignResult& out);
   Result<std::string> wait_until_stable(const std::string& domain);
   Result<std::optional<RunRecord>> attempt_run(const std::string& kind, uint64_t seed, int number,
                                                CampaignResult& out);
   std::string unprovoked_detection(uint64_t since);
   Result<json> inject(const std::string& domain, const std::string& kind, uint64_t seed);
-  void assess(RunRecord& r, const RunTraffic& t, uint64_t inj);
+  void assess(RunRecord& r, const RunTraffic& t, uint64_t inj, uint64_t started);
+  void assess_apps(RunRecord& r, const RunTraffic& t, uint64_t inj) const;
+  void assess_http(RunRecord& r, const RunTraffic& t, uint64_t inj) const;
   void repair(const RunRecord& r, pid_t injected_pid);
   // Puts why a run is taken again on record, in the report's list for it.
   void retake(std::vector<std::string>& list, std::string why) {
@@ -245,24 +393,47 @@ class Session {
   const CampaignOptions& o_;
   std::unique_ptr<lab::Lab> lab_;
   NetnsChild echo_;
+  NetnsChild app_echoes_;  // every app but app1
+  probe::Nginx nginx_;     // with --http
+  BackgroundLoad load_;    // with --load
   EventTail events_;
   mutable int kept_ = 0;
   std::string last_retake_;  // for the message when retakes never end
 };
 
-// A domain ready for the next failure; a lab that does not recover within
-// 10 s is rebuilt once (a run that left it broken is on record already).
-Result<std::string> Session::ready_domain() {
-  if (!echo_.alive()) {
-    if (auto s = start_echo(); !s) return tl::unexpected(s.error());
+// The echo ends, nginx and the load run for the lab's whole life; whatever
+// of them ended (a timed-out echo, a TCP load a broken lab dropped) is
+// started again before the next run, the load's restarts on record.
+Status Session::keep_running(CampaignResult& out) {
+  if (!echo_.alive() || (lab_->apps().size() > 1 && !app_echoes_.alive())) {
+    echo_.stop();
+    app_echoes_.stop();
+    if (auto s = start_echoes(); !s) return s;
   }
-  std::string d = recovered_active(*lab_, policy_);
-  if (!d.empty()) return wait_until_stable(d);
+  if (o_.http && !nginx_.running()) {
+    if (auto s = start_nginx(); !s) return s;
+  }
+  auto restarted = load_.keep_running(*lab_);
+  if (!restarted) return tl::unexpected(restarted.error());
+  for (auto& why : *restarted) out.info.load_restarts.push_back(fmt::format("{} under {}: {}", lab_->suffix(), policy_, why));
+  return {};
+}
+
+// A domain ready for the next failure; a lab that does not recover in time
+// is rebuilt once (a run that left it broken is on record already).
+Result<std::string> Session::ready_domain(CampaignResult& out) {
+  if (auto s = keep_running(out); !s) return tl::unexpected(s.error());
+  auto d = recovered_active(*lab_, policy_);
+  if (d) return wait_until_stable(*d);
+  const std::string before = d.error().message;
   if (auto s = close(); !s) return tl::unexpected(s.error());
   if (auto s = open(); !s) return tl::unexpected(s.error());
   d = recovered_active(*lab_, policy_);
-  if (d.empty()) return fail("a freshly built lab under {} has no ready driver domain after 10 s", policy_);
-  return wait_until_stable(d);
+  if (!d) {
+    return fail("a lab under {} was not ready within {} s ({}); nor was the one built in its place: {}", policy_,
+                ready_wait(lab_->apps().size()).count() / 1000, before, d.error().message);
+  }
+  return wait_until_stable(*d);
 }
 
 // A domain that fails within kStableMs of its start is restarted only after a
@@ -279,8 +450,10 @@ Result<std::string> Session::wait_until_stable(const std::string& domain) {
     uint64_t up = d["uptime_ms"].get<uint64_t>();
     if (up >= kStableMs) return domain;
     std::this_thread::sleep_for(std::chrono::milliseconds(kStableMs - up));
-    std::string again = recovered_active(*lab_, policy_);
-    if (again.empty()) return fail("lab {} lost its ready driver domain while waiting", lab_->suffix());
+    auto again = recovered_active(*lab_, policy_);
+    if (!again) {
+      return fail("lab {} lost its ready driver domain while waiting: {}", lab_->suffix(), again.error().message);
+    }
     return again;
   }
   return domain;
@@ -310,11 +483,13 @@ Result<RunRecord> Session::run(const std::string& kind, uint64_t seed, int numbe
 }
 
 // A run, unless something failed before its injection: then the failure is
-// put on record and the run is to be taken again (nullopt).
+// put on record and the run is to be taken again (nullopt). Kind "none" is
+// never taken again: a detection anywhere in it is what it measures.
 Result<std::optional<RunRecord>> Session::attempt_run(const std::string& kind, uint64_t seed, int number,
                                                       CampaignResult& out) {
-  auto domain = ready_domain();
+  auto domain = ready_domain(out);
   if (!domain) return tl::unexpected(domain.error());
+  const bool injecting = kind != kNoInjection;
   RunRecord r;
   r.run = number;
   r.policy = policy_;
@@ -325,51 +500,61 @@ Result<std::optional<RunRecord>> Session::attempt_run(const std::string& kind, u
   // Long enough before the injection for a baseline window as long as the one after.
   const uint64_t before = window + kLeadNs + 50 * kMs;
   const uint64_t started = mono_ns();
-  auto traffic = RunTraffic::start(*lab_, o_, before + window + kTailNs);
+  auto traffic = RunTraffic::start(*lab_, o_, before + window + kTailNs, o_.http ? nginx_.url() : "");
   if (!traffic) return tl::unexpected(traffic.error());
   std::this_thread::sleep_for(std::chrono::nanoseconds(before));
-  if (auto seen = unprovoked_detection(started); !seen.empty()) {
+  if (auto seen = unprovoked_detection(started); injecting && !seen.empty()) {
     retake(out.info.unprovoked, fmt::format("before run {} ({} under {}): {}", number, kind, policy_, seen));
     return std::optional<RunRecord>();
   }
-  auto answer = inject(*domain, kind, seed);
-  if (!answer) {
-    // The target went away between the plan and the act (a regflip's thread
-    // exited, a domain died): nothing was injected, so the run is retaken.
-    retake(out.info.not_injected,
-           fmt::format("run {} ({} under {}): {}", number, kind, policy_, answer.error().message));
-    (void)traffic->finish();
-    return std::optional<RunRecord>();
+  Injected injected{mono_ns(), "nothing injected", 0};
+  if (injecting) {
+    auto answer = inject(*domain, kind, seed);
+    if (!answer) {
+      // The target went away between the plan and the act (a regflip's thread
+      // exited, a domain died): nothing was injected, so the run is retaken.
+      retake(out.info.not_injected,
+             fmt::format("run {} ({} under {}): {}", number, kind, policy_, answer.error().message));
+      (void)traffic->finish();
+      return std::optional<RunRecord>();
+    }
+    injected = {answer->value("ts_mono_ns", uint64_t{0}), answer->value("detail", std::string()),
+                answer->value("pid", 0)};
   }
-  uint64_t inj = answer->value("ts_mono_ns", uint64_t{0});
-  r.detail = answer->value("detail", std::string());
-  pid_t injected_pid = answer->value("pid", 0);
+  const uint64_t inj = injected.at_ns;
+  r.detail = injected.detail;
   if (auto s = traffic->finish(); !s) return tl::unexpected(s.error());
-  assess(r, *traffic, inj);
+  assess(r, *traffic, inj, started);
   bool wanted = std::none_of(out.timelines.begin(), out.timelines.end(), [&](const Timeline& t) {
     return t.title.rfind(fmt::format("{}, {} ", r.policy, r.kind), 0) == 0;
   });
   if (wanted && r.outcome == Outcome::recovered && out.timelines.size() < kMaxTimelines) {
     out.timelines.push_back(make_timeline(r, traffic->series(), inj));
   }
-  repair(r, injected_pid);
+  repair(r, injected.pid);
   return std::optional<RunRecord>(std::move(r));
 }
 
-// The first detection since `since`, as "driver-a: hang (detail)"; "" if none.
+// The first detection since `since`, described; "" if none.
 std::string Session::unprovoked_detection(uint64_t since) {
   for (const auto& e : events_.read_new()) {
-    if (event_time(e) < since || e.value("event", "") != "detect") continue;
-    return fmt::format("{} {} by {}: {} ({})", e.value("domain", ""), e.value("detector", ""),
-                       e.value("source", ""), e.value("detail", ""), iso8601_of(e));
+    if (is_detection(e, since, UINT64_MAX)) return describe_detection(e);
   }
   return "";
 }
 
-void Session::assess(RunRecord& r, const RunTraffic& t, uint64_t inj) {
+void Session::assess(RunRecord& r, const RunTraffic& t, uint64_t inj, uint64_t started) {
   const uint64_t window = uint64_t{o_.window_ms} * kMs;
   const auto& events = events_.read_new();
-  find_detection(events, inj, inj + window, r);
+  Observation o;
+  o.injected = r.kind != kNoInjection;
+  if (o.injected) {
+    find_detection(events, inj, inj + window, r);
+    o.detected = !r.detector.empty();
+  } else {
+    find_false_detections(events, started, inj + window, r);
+    o.detected = !r.false_detections.empty();
+  }
   find_recovery(events, inj, inj + window, r);
   const auto recv = t.receive_times();
   r.interruption_ms = longest_silence(recv, inj, inj + window) / 1e6;
@@ -379,8 +564,6 @@ void Session::assess(RunRecord& r, const RunTraffic& t, uint64_t inj) {
   Loss before = loss_in(seqs, t.start_ns(), o_.pps, inj - kLeadNs - window, inj - kLeadNs);
   r.lost = in_window.lost;
   r.tcp_survived = t.tcp_survived();
-  Observation o;
-  o.detected = !r.detector.empty();
   const uint64_t end = inj + window;
   o.flowing_at_end = std::any_of(recv.begin(), recv.end(), [&](uint64_t at) {
     return at + static_cast<uint64_t>(kFlowingMs * 1e6) >= end && at < end;
@@ -390,6 +573,34 @@ void Session::assess(RunRecord& r, const RunTraffic& t, uint64_t inj) {
   o.lost = in_window.lost;
   o.baseline_lost = before.lost;
   r.outcome = classify(o);
+  assess_apps(r, t, inj);
+  assess_http(r, t, inj);
+}
+
+// The worst silence over app1's probe and every other app's low-rate stream.
+void Session::assess_apps(RunRecord& r, const RunTraffic& t, uint64_t inj) const {
+  const uint64_t window = uint64_t{o_.window_ms} * kMs;
+  r.interruption_all_apps_ms = r.interruption_ms;
+  r.worst_app = lab_->apps().front().name;
+  const auto& per_app = t.app_receive_times();
+  for (size_t i = 0; i < per_app.size() && i + 1 < lab_->apps().size(); ++i) {
+    double ms = longest_silence(per_app[i], inj, inj + window) / 1e6;
+    if (ms <= r.interruption_all_apps_ms) continue;
+    r.interruption_all_apps_ms = ms;
+    r.worst_app = lab_->apps()[i + 1].name;
+  }
+}
+
+// The requests that overlapped the window, and the slowest of those that
+// overlapped the baseline window: the same clients with no fault acting.
+void Session::assess_http(RunRecord& r, const RunTraffic& t, uint64_t inj) const {
+  if (!t.measured_http()) return;
+  const uint64_t window = uint64_t{o_.window_ms} * kMs;
+  HttpFigures h = http_in(t.http_requests(), inj, inj + window);
+  HttpFigures baseline = http_in(t.http_requests(), inj - kLeadNs - window, inj - kLeadNs);
+  h.baseline_latency_ms_max = baseline.latency_ms_max;
+  h.baseline_failed = baseline.failed;
+  r.http = h;
 }
 
 // A domain still running the process that was injected may carry a latent
@@ -410,6 +621,8 @@ void Session::repair(const RunRecord& r, pid_t injected_pid) {
   }
 }
 
+double loadavg_now() { return loadavg_1min(read_text("/proc/loadavg")); }
+
 CampaignInfo make_info(const CampaignOptions& o) {
   CampaignInfo info;
   info.started = iso8601(wall_ns());
@@ -417,6 +630,11 @@ CampaignInfo make_info(const CampaignOptions& o) {
   info.command = o.command;
   info.window_ms = o.window_ms;
   info.gap_threshold_ms = static_cast<double>(kGapNs) / 1e6;
+  info.apps = o.apps;
+  info.app_stream_pps = o.apps > 1 ? app_stream_pps(static_cast<size_t>(o.apps - 1)) : 0;
+  info.load = o.load;
+  info.load_detail = describe_load(o.load, o.apps, ::sysconf(_SC_NPROCESSORS_ONLN));
+  info.loadavg_start = loadavg_now();
   return info;
 }
 
@@ -453,6 +671,7 @@ Loss loss_in(const std::vector<uint32_t>& received_seqs, uint64_t start_ns, uint
 
 Result<CampaignResult> run_campaign(const CampaignOptions& o) {
   if (auto s = check_options(o); !s) return tl::unexpected(s.error());
+  if (auto s = check_tools(o); !s) return tl::unexpected(s.error());
   CampaignResult out;
   out.info = make_info(o);
   int number = 0;
@@ -478,6 +697,8 @@ Result<CampaignResult> run_campaign(const CampaignOptions& o) {
         if (o.progress) o.progress(*r);
       }
     }
+    // While the load still runs: what the host carried during the runs.
+    out.info.loadavg_end = loadavg_now();
     if (auto s = session.close(); !s) return tl::unexpected(s.error());
     if (out.interrupted) break;
   }

@@ -1,13 +1,16 @@
 #pragma once
 // Fault-injection campaigns: the evaluation of the paper as a tool. Each run
 // injects one fault into the driver domain that carries a live UDP probe
-// stream (and a TCP stream beside it), then classifies what followed from
-// the detectors' events and from what the probe saw. `nicguard demo` is a
-// short campaign.
+// stream (and a TCP stream beside it) to app1 and every other app's own
+// low-rate stream, then classifies what followed from the detectors' events
+// and from what the probes saw. Kind "none" injects nothing and counts the
+// detectors' false alarms. `nicguard demo` is a short campaign.
 #include <cstdint>
 #include <functional>
 #include <string>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "campaign/report.hpp"
 #include "common/error.hpp"
@@ -23,6 +26,10 @@ struct CampaignOptions {
   double tcp_mbytes_per_s = 8;  // the TCP stream alongside; 0: none
   uint32_t window_ms = 400;     // effects of an injection are looked for this long
   int realtime_priority = -1;   // the labs' data path; -1: the config's default
+  int apps = 1;                 // app domains per lab, 1..64
+  std::vector<std::string> load;  // background load for every run: "cpu", "tcp"
+  bool http = false;            // nginx in app1, HTTP clients in the external host
+  std::string binary = "/proc/self/exe";  // the nicguard binary the labs run as their manager
   std::string command;          // the command line, for the report
   std::string keep_events_in;   // each lab's events.jsonl is copied here; "" keeps none
   // Called after every run (progress output); may be empty.
@@ -31,13 +38,17 @@ struct CampaignOptions {
   std::function<bool()> interrupted;
 };
 
-// Refuses what cannot run before anything is built: unknown kinds or
-// policies, counts and rates out of range.
+// Refuses what cannot run before anything is built: unknown kinds, policies
+// or loads, counts and rates out of range. Pure: no file is looked at.
 Status check_options(const CampaignOptions& o);
+// The programs the options need (iperf3 for --load tcp, nginx for --http)
+// are installed.
+Status check_tools(const CampaignOptions& o);
 
 // What the campaign saw of one run; classify() turns it into the outcome.
 struct Observation {
-  bool detected = false;
+  bool injected = true;        // false for kind "none"
+  bool detected = false;       // for "none": any detection at all
   bool flowing_at_end = true;  // echoes arrived in the window's last kFlowingMs
   double interruption_ms = 0;
   uint64_t sent = 0;           // probe packets sent in the window
@@ -66,6 +77,24 @@ Loss loss_in(const std::vector<uint32_t>& received_seqs, uint64_t start_ns, uint
 
 // Run n's seed: distinct per run, the same for the same base.
 uint64_t run_seed(uint64_t base, int run);
+
+// The one driver domain ("a") every app of a manager's status sends through,
+// each with a connected spare when need_spare; otherwise why not, naming the
+// apps that are not there yet.
+Result<std::string> common_active_domain(const nlohmann::json& status, bool need_spare);
+
+// One HTTP request of a run's clients, its start on the campaign's monotonic clock.
+struct HttpRequest {
+  uint64_t start_ns = 0;
+  uint64_t latency_ns = 0;
+  bool ok = false;
+};
+// The requests that overlap [from, until): how many, how many failed, and
+// the latency percentiles of the successful ones.
+HttpFigures http_in(const std::vector<HttpRequest>& requests, uint64_t from, uint64_t until);
+
+// The 1-minute load average from /proc/loadavg's text; < 0 if unreadable.
+double loadavg_1min(const std::string& proc_loadavg);
 
 struct CampaignResult {
   std::vector<RunRecord> runs;

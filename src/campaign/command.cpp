@@ -23,36 +23,62 @@ std::string share(const nlohmann::json& g) {
   return fmt::format("{:.0f}%", s.get<double>() * 100);
 }
 
+// The figures beyond app1's: every app's worst, HTTP, false alarms.
+std::string progress_extras(const RunRecord& r) {
+  std::string out;
+  if (r.worst_app != "app1" && !r.worst_app.empty()) {
+    out += fmt::format(", every app {:.2f} ms ({})", r.interruption_all_apps_ms, r.worst_app);
+  }
+  if (r.http) {
+    out += fmt::format(", HTTP {} failed, max {:.2f} ms (baseline {:.2f})", r.http->failed, r.http->latency_ms_max,
+                       r.http->baseline_latency_ms_max);
+  }
+  return out;
+}
+
+void print_http(const nlohmann::json& summary) {
+  auto http = summary.value("http", nlohmann::json());
+  if (!http.is_object()) return;
+  fmt::print("\nHTTP: {} of {} requests failed; latency max {} ms across the runs' windows, {} ms with no fault "
+             "(baseline windows)\n",
+             http.value("failed_requests", 0), http.value("requests", 0), ms_or_dash(http["latency_ms"], "max"),
+             ms_or_dash(http["no_fault"], "latency_ms_max"));
+}
+
 }  // namespace
 
 void print_progress(const RunRecord& r) {
   std::string what = r.detector.empty() ? "no detector" : "detector " + r.detector;
   std::string detection = r.detection_ms < 0 ? "" : fmt::format(" in {:.2f} ms", r.detection_ms);
   std::string lost = r.lost == 0 ? "" : fmt::format(", {} lost", r.lost);
-  fmt::print("  run {:>4} {:<10} {:<9} {:<8} {:<14} {}{}, interruption {:.2f} ms{}{}{}\n", r.run,
+  fmt::print("  run {:>4} {:<10} {:<9} {:<8} {:<14} {}{}, interruption {:.2f} ms{}{}{}{}\n", r.run,
              r.policy, r.kind, r.domain, outcome_name(r.outcome), what, detection, r.interruption_ms, lost,
-             r.tcp_survived ? "" : ", TCP connection lost",
+             r.tcp_survived ? "" : ", TCP connection lost", progress_extras(r),
              r.detail.empty() ? "" : " (" + r.detail + ")");
+  for (const auto& d : r.false_detections) fmt::print("         false alarm: {}\n", d);
   std::fflush(stdout);
 }
 
 void print_summary(const nlohmann::json& summary) {
-  fmt::print("\n{:<10} {:<9} {:>4} {:>5} {:>5} {:>5} {:>6} {:>6} {:>5} {:>22} {:>12} {:>6}\n", "policy",
-             "kind", "runs", "manif", "detec", "recov", "<=10ms", "silent", "notrc",
-             "interruption ms", "detection ms", "TCP");
-  fmt::print("{:<10} {:<9} {:>4} {:>5} {:>5} {:>5} {:>6} {:>6} {:>5} {:>22} {:>12} {:>6}\n", "", "",
-             "", "", "", "", "", "", "", "p50/p99/max", "p50/p99", "lost");
+  fmt::print("\n{:<10} {:<9} {:>4} {:>5} {:>5} {:>5} {:>6} {:>6} {:>5} {:>5} {:>22} {:>22} {:>12} {:>6}\n",
+             "policy", "kind", "runs", "manif", "detec", "recov", "<=10ms", "silent", "notrc", "false",
+             "interruption ms", "every app ms", "detection ms", "TCP");
+  fmt::print("{:<10} {:<9} {:>4} {:>5} {:>5} {:>5} {:>6} {:>6} {:>5} {:>5} {:>22} {:>22} {:>12} {:>6}\n", "", "",
+             "", "", "", "", "", "", "", "alarm", "p50/p99/max", "p50/p99/max", "p50/p99", "lost");
   for (const auto& g : summary.value("groups", nlohmann::json::array())) {
     const auto& in = g["interruption_ms"];
+    const auto& all = g["interruption_all_apps_ms"];
     const auto& det = g["detection_ms"];
-    fmt::print("{:<10} {:<9} {:>4} {:>5} {:>5} {:>5} {:>6} {:>6} {:>5} {:>22} {:>12} {:>6}\n",
+    fmt::print("{:<10} {:<9} {:>4} {:>5} {:>5} {:>5} {:>6} {:>6} {:>5} {:>5} {:>22} {:>22} {:>12} {:>6}\n",
                g.value("policy", ""), g.value("kind", ""), g.value("runs", 0), g.value("manifested", 0),
                g.value("detected", 0), g.value("recovered", 0), share(g), g.value("silent_failures", 0),
-               g.value("not_recovered", 0),
+               g.value("not_recovered", 0), g.value("false_detections", 0),
                fmt::format("{}/{}/{}", ms_or_dash(in, "p50"), ms_or_dash(in, "p99"), ms_or_dash(in, "max")),
+               fmt::format("{}/{}/{}", ms_or_dash(all, "p50"), ms_or_dash(all, "p99"), ms_or_dash(all, "max")),
                fmt::format("{}/{}", ms_or_dash(det, "p50"), ms_or_dash(det, "p99")),
                g.value("tcp_connections_lost", 0));
   }
+  print_http(summary);
 }
 
 }  // namespace ng::campaign
@@ -75,10 +101,14 @@ std::string join(const std::vector<std::string>& v) {
 // that the line repeats the campaign.
 std::string command_line(const CampaignArgs& a) {
   const auto& o = a.options;
-  return fmt::format("nicguard campaign --policy {} --kind {} --runs {} --seed {} --pps {} --tcp-rate {} "
-                     "--window-ms {} --out {}",
-                     join(o.policies), join(o.kinds), o.runs, o.seed, o.pps, o.tcp_mbytes_per_s, o.window_ms,
-                     a.out);
+  std::string line = fmt::format(
+      "nicguard campaign --policy {} --kind {} --runs {} --seed {} --pps {} --tcp-rate {} --window-ms {} --apps {}",
+      join(o.policies), join(o.kinds), o.runs, o.seed, o.pps, o.tcp_mbytes_per_s, o.window_ms, o.apps);
+  // Options whose default cannot be written out: present only when given.
+  if (!o.load.empty()) line += " --load " + join(o.load);
+  if (o.http) line += " --http";
+  if (o.realtime_priority >= 0) line += fmt::format(" --realtime-priority {}", o.realtime_priority);
+  return line + " --out " + a.out;
 }
 
 int run(CampaignArgs& a, const std::string& command) {
@@ -120,13 +150,16 @@ void ng::cli::add_campaign_command(CLI::App& app, int& exit_code) {
   auto* cmd = app.add_subcommand(
       "campaign",
       "Fault-injection campaign: inject faults into the driver domain that carries live traffic, "
-      "run after run, classify each outcome (no effect, recovered, not recovered, silent failure) "
+      "run after run, classify each outcome (no effect, recovered, not recovered, silent failure, "
+      "false alarm) "
       "and write runs.csv, summary.json and report.html");
   cmd->add_option("--policy", a->options.policies, "warm-spare, restart, or both (comma-separated)")
       ->delimiter(',')
       ->capture_default_str();
   cmd->add_option("--kind", a->options.kinds,
-                  "Fault kinds, comma-separated: " + ng::inject::fault_list())
+                  fmt::format("Fault kinds, comma-separated: {} (inject nothing: every detection is a false "
+                              "alarm), {}",
+                              ng::campaign::kNoInjection, ng::inject::fault_list()))
       ->delimiter(',')
       ->capture_default_str();
   cmd->add_option("--runs", a->options.runs, "Runs per policy and kind")->capture_default_str();
@@ -141,10 +174,22 @@ void ng::cli::add_campaign_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--window-ms", a->options.window_ms,
                   "How long after each injection its effects are looked for")
       ->capture_default_str();
+  cmd->add_option("--apps", a->options.apps,
+                  "App domains in each lab, 1 to 64; the probe and TCP streams run on app1, a low-rate UDP "
+                  "stream on every other, and every app's interruption is reported")
+      ->capture_default_str();
+  cmd->add_option("--load", a->options.load,
+                  "Background load during every run, comma-separated: cpu (a busy loop per core), tcp "
+                  "(iperf3 at full speed both ways, between the external host and the last app)")
+      ->delimiter(',');
+  cmd->add_flag("--http", a->options.http,
+                "nginx in app1 and HTTP clients in the external host: failed requests and latency per run");
   add_realtime_priority_option(*cmd, a->options.realtime_priority);
   cmd->add_flag("--json", a->json, "Print summary.json instead of the progress and the table");
   cmd->callback([a, &exit_code] {
-    if (auto s = ng::campaign::check_options(a->options); !s) {
+    auto checked = ng::campaign::check_options(a->options).and_then(
+        [&] { return ng::campaign::check_tools(a->options); });
+    if (auto s = checked; !s) {
       fmt::print(stderr, "nicguard campaign: {}\n", s.error().message);
       exit_code = 2;
       return;

@@ -67,6 +67,7 @@ class NetnsChild {
 
   // Started and not yet collected.
   bool running() const { return pid_ > 0; }
+  pid_t pid() const { return pid_; }  // 0 once collected
   // Still running (not reaped, not exited).
   bool alive() {
     if (pid_ <= 0) return false;

@@ -33,6 +33,8 @@ const char* outcome_name(Outcome o) {
       return "not-recovered";
     case Outcome::silent_failure:
       return "silent-failure";
+    case Outcome::false_alarm:
+      return "false-alarm";
   }
   return "unknown";
 }
@@ -40,7 +42,7 @@ const char* outcome_name(Outcome o) {
 namespace {
 
 constexpr std::array kOutcomes = {Outcome::no_effect, Outcome::recovered, Outcome::not_recovered,
-                                  Outcome::silent_failure};
+                                  Outcome::silent_failure, Outcome::false_alarm};
 // The paper's yardstick: an interruption a TCP stream or a VoIP call rides out.
 constexpr double kShortMs = 10;
 
@@ -132,18 +134,73 @@ json group_counts(const Group& g) {
       {"not_recovered", with_outcome(g, Outcome::not_recovered)},
       {"silent_failures", with_outcome(g, Outcome::silent_failure)},
       {"no_effect", with_outcome(g, Outcome::no_effect)},
+      {"false_alarms", with_outcome(g, Outcome::false_alarm)},
       {"outcomes", outcome_counts(g)},
       {"detectors", detector_counts(g)},
   };
 }
 
+// The app behind the worst all-apps interruption of the recovered runs; "" if none.
+std::string worst_app(const std::vector<const RunRecord*>& runs) {
+  const RunRecord* worst = nullptr;
+  for (const auto* r : runs) {
+    if (is(*r, Outcome::recovered) && (!worst || r->interruption_all_apps_ms > worst->interruption_all_apps_ms)) {
+      worst = r;
+    }
+  }
+  return worst ? worst->worst_app : "";
+}
+
+std::vector<std::string> false_detection_details(const std::vector<const RunRecord*>& runs) {
+  std::vector<std::string> out;
+  for (const auto* r : runs) {
+    for (const auto& d : r->false_detections) out.push_back(fmt::format("run {}: {}", r->run, d));
+  }
+  return out;
+}
+
+// Nearest-rank percentile of one figure over the runs that measured HTTP.
+double http_over_runs(const std::vector<const RunRecord*>& runs, double HttpFigures::*field, double p) {
+  std::vector<double> v;
+  for (const auto* r : runs) {
+    if (r->http) v.push_back((*r->http).*field);
+  }
+  return probe::percentile(v, p);
+}
+
+// What the HTTP clients saw over these runs, beside the worst latency of the
+// baseline windows: the same clients, the same lab, no fault acting yet.
+json http_json(const std::vector<const RunRecord*>& runs) {
+  uint64_t requests = 0, failed = 0, baseline_failed = 0, measured = 0;
+  double max = 0, baseline_max = 0;
+  for (const auto* r : runs) {
+    if (!r->http) continue;
+    ++measured;
+    requests += r->http->requests;
+    failed += r->http->failed;
+    baseline_failed += r->http->baseline_failed;
+    max = std::max(max, r->http->latency_ms_max);
+    baseline_max = std::max(baseline_max, r->http->baseline_latency_ms_max);
+  }
+  if (measured == 0) return nullptr;
+  return {{"runs", measured},
+          {"requests", requests},
+          {"failed_requests", failed},
+          {"latency_ms",
+           {{"p50", http_over_runs(runs, &HttpFigures::latency_ms_p50, 50)},
+            {"p99", http_over_runs(runs, &HttpFigures::latency_ms_p99, 99)},
+            {"max", max}}},
+          {"no_fault", {{"latency_ms_max", baseline_max}, {"failed_requests", baseline_failed}}}};
+}
+
 json group_json(const Group& g) {
   auto any = [](const RunRecord&) { return true; };
+  auto recovered = [](const RunRecord& r) { return is(r, Outcome::recovered); };
   auto out = group_counts(g);
-  out["interruption_ms"] =
-      spread(values_if(g, &RunRecord::interruption_ms,
-                       [](const RunRecord& r) { return is(r, Outcome::recovered); }),
-             {50, 90, 99}, true);
+  out["interruption_ms"] = spread(values_if(g, &RunRecord::interruption_ms, recovered), {50, 90, 99}, true);
+  out["interruption_all_apps_ms"] =
+      spread(values_if(g, &RunRecord::interruption_all_apps_ms, recovered), {50, 99}, true);
+  out["worst_app"] = worst_app(g.runs);
   out["detection_ms"] = spread(values_if(g, &RunRecord::detection_ms,
                                          [](const RunRecord& r) { return r.detection_ms >= 0; }),
                                {50, 99}, false);
@@ -155,6 +212,10 @@ json group_json(const Group& g) {
   uint64_t lost = 0;
   for (const auto* r : g.runs) lost += r->lost;
   out["packets_lost"] = lost;
+  auto details = false_detection_details(g.runs);
+  out["false_detections"] = details.size();
+  out["false_detection_details"] = std::move(details);
+  out["http"] = http_json(g.runs);
   return out;
 }
 
@@ -165,10 +226,32 @@ json info_json(const CampaignInfo& info) {
           {"window_ms", info.window_ms},
           {"gap_threshold_ms", info.gap_threshold_ms},
           {"unprovoked_failures", info.unprovoked},
-          {"not_injected", info.not_injected}};
+          {"not_injected", info.not_injected},
+          {"apps", info.apps},
+          {"app_stream_pps", info.app_stream_pps}};
+}
+
+json load_json(const CampaignInfo& info) {
+  auto loadavg = [](double v) { return v < 0 ? json(nullptr) : json(v); };
+  return {{"kinds", info.load},
+          {"detail", info.load_detail},
+          {"loadavg_1min_start", loadavg(info.loadavg_start)},
+          {"loadavg_1min_end", loadavg(info.loadavg_end)},
+          {"restarts", info.load_restarts}};
 }
 
 // ---- text --------------------------------------------------------------------
+
+constexpr std::string_view kHttpCsvHeader =
+    "http_requests,http_failed,http_latency_p50_ms,http_latency_p99_ms,http_latency_max_ms,"
+    "http_baseline_latency_max_ms";
+
+// Empty fields when the campaign ran without --http.
+std::string http_csv(const std::optional<HttpFigures>& h) {
+  if (!h) return ",,,,,";
+  return fmt::format("{},{},{},{},{},{}", h->requests, h->failed, h->latency_ms_p50, h->latency_ms_p99,
+                     h->latency_ms_max, h->baseline_latency_ms_max);
+}
 
 // RFC 4180: quote only when needed, double the quotes inside.
 std::string csv_field(std::string_view s) {
@@ -553,13 +636,14 @@ std::string timelines_section(const std::vector<Timeline>& timelines) {
 // page and the file never disagree.
 struct OutcomeRow {
   std::string policy, kind;
-  int64_t runs = 0, no_effect = 0, recovered = 0, not_recovered = 0, silent = 0;
+  int64_t runs = 0, no_effect = 0, recovered = 0, not_recovered = 0, silent = 0, false_alarms = 0;
   int64_t manifested = 0, within_10ms = 0, tcp_lost = 0;
   std::map<std::string, int64_t> detectors;
 
   void add(const OutcomeRow& o) {
     runs += o.runs, no_effect += o.no_effect, recovered += o.recovered;
     not_recovered += o.not_recovered, silent += o.silent, manifested += o.manifested;
+    false_alarms += o.false_alarms;
     within_10ms += o.within_10ms, tcp_lost += o.tcp_lost;
     for (const auto& [name, n] : o.detectors) detectors[name] += n;
   }
@@ -577,6 +661,7 @@ OutcomeRow outcome_row(const json& g) {
   r.recovered = count_of(g, "recovered");
   r.not_recovered = count_of(g, "not_recovered");
   r.silent = count_of(g, "silent_failures");
+  r.false_alarms = count_of(g, "false_alarms");
   r.manifested = count_of(g, "manifested");
   r.within_10ms = count_of(g, "recovered_within_10ms");
   r.tcp_lost = count_of(g, "tcp_connections_lost");
@@ -606,6 +691,7 @@ std::string outcome_tr(const OutcomeRow& r, bool total) {
          cell(fmt::format("{}", r.runs));
   out += count_cell(r.no_effect, r.runs) + count_cell(r.recovered, r.runs);
   out += count_cell(r.not_recovered, r.runs) + count_cell(r.silent, r.runs);
+  out += count_cell(r.false_alarms, r.runs);
   out += count_cell(r.manifested, r.runs) + count_cell(r.within_10ms, r.manifested);
   out += cell(detectors_text(r.detectors), "l") + cell(fmt::format("{}", r.tcp_lost));
   return out + "</tr>\n";
@@ -645,7 +731,7 @@ std::string outcome_section(const json& summary) {
   if (groups.empty()) return out + none("No runs.");
   out += "<table class=\"outcomes\">\n";
   out += header_row({"Policy", "Fault", "Runs", "No effect", "Recovered", "Not recovered",
-                     "Silent failure", "Manifested", "Recovered within 10 ms", "Detectors",
+                     "Silent failure", "False alarm", "Manifested", "Recovered within 10 ms", "Detectors",
                      "TCP connections lost"});
   out += outcome_rows(groups);
   out +=
@@ -667,6 +753,9 @@ std::string latency_tr(const json& g) {
   std::string out =
       "<tr>" + cell(esc(g.value("policy", "")), "l") + cell(esc(g.value("kind", "")), "l");
   for (const char* q : {"p50", "p90", "p99", "max"}) out += stat_cell(g, "interruption_ms", q);
+  for (const char* q : {"p50", "p99", "max"}) out += stat_cell(g, "interruption_all_apps_ms", q);
+  auto worst = g.value("worst_app", std::string());
+  out += cell(worst.empty() ? "-" : esc(worst), "l");
   for (const char* q : {"p50", "p99"}) out += stat_cell(g, "detection_ms", q);
   for (const char* q : {"p50", "p99"}) out += stat_cell(g, "recovery_ms", q);
   for (const char* q : {"p50", "p99", "max"}) out += stat_cell(g, "baseline_ms", q);
@@ -679,12 +768,77 @@ std::string latency_section(const json& summary) {
   std::string out = "<h2>Latencies (ms)</h2>\n<table class=\"latency\">\n";
   out +=
       "<tr><th rowspan=\"2\">Policy</th><th rowspan=\"2\">Fault</th>"
-      "<th colspan=\"4\">Interruption (recovered)</th><th colspan=\"2\">Detection</th>"
+      "<th colspan=\"4\">Interruption (recovered)</th>"
+      "<th colspan=\"4\">Interruption, worst of every app (recovered)</th><th colspan=\"2\">Detection</th>"
       "<th colspan=\"2\">Recovery</th><th colspan=\"3\">Baseline silence</th>"
       "<th rowspan=\"2\">Packets lost</th></tr>\n";
-  out += header_row({"p50", "p90", "p99", "max", "p50", "p99", "p50", "p99", "p50", "p99", "max"});
+  out += header_row({"p50", "p90", "p99", "max", "p50", "p99", "max", "app", "p50", "p99", "p50", "p99", "p50",
+                     "p99", "max"});
   for (const auto& g : groups) out += latency_tr(g);
   return out + "</table>\n";
+}
+
+// ---- HTTP --------------------------------------------------------------------
+
+std::string http_stat(const json& http, const char* key, const char* q) {
+  auto it = http.find(key);
+  if (it == http.end() || !it->is_object()) return cell("-");
+  auto v = it->find(q);
+  return cell(v != it->end() && v->is_number() ? ms_text(v->get<double>()) : "-");
+}
+
+std::string http_tr(const json& g) {
+  const auto& h = g["http"];
+  std::string out = "<tr>" + cell(esc(g.value("policy", "")), "l") + cell(esc(g.value("kind", "")), "l");
+  out += cell(fmt::format("{}", count_of(h, "runs"))) + cell(fmt::format("{}", count_of(h, "requests")));
+  auto failed = count_of(h, "failed_requests");
+  out += cell(fmt::format("{}", failed), failed > 0 ? "bad" : "");
+  for (const char* q : {"p50", "p99", "max"}) out += http_stat(h, "latency_ms", q);
+  return out + http_stat(h, "no_fault", "latency_ms_max") + "</tr>\n";
+}
+
+double number_in(const json& j, const char* key, const char* inner) {
+  auto it = j.find(key);
+  if (it == j.end() || !it->is_object()) return -1;
+  auto v = it->find(inner);
+  return v != it->end() && v->is_number() ? v->get<double>() : -1;
+}
+
+std::string http_section(const json& summary) {
+  auto all = summary.find("http");
+  if (all == summary.end() || !all->is_object()) return "";
+  std::string out = "<h2>HTTP (nginx in app1, clients in the external host)</h2>\n";
+  out += fmt::format(
+      "<p>Across every run's window the slowest successful request took {} ms; in the baseline "
+      "windows before the injections (no fault acting) it took {} ms. {} of {} requests "
+      "failed.</p>\n",
+      ms_text(number_in(*all, "latency_ms", "max")), ms_text(number_in(*all, "no_fault", "latency_ms_max")),
+      count_of(*all, "failed_requests"), count_of(*all, "requests"));
+  out += "<table class=\"http\">\n";
+  out += header_row({"Policy", "Fault", "Runs", "Requests", "Failed", "Latency p50 ms", "p99 ms", "max ms",
+                     "No-fault max ms"});
+  for (const auto& g : groups_of(summary)) {
+    if (g.contains("http") && g["http"].is_object()) out += http_tr(g);
+  }
+  return out +
+         "</table>\n<p class=\"note\">Requests overlapping each run's window; p50 is the median of the "
+         "runs' medians, p99 the p99 of the runs' p99s, max the slowest request. No-fault: the same "
+         "clients in the baseline window before each injection.</p>\n";
+}
+
+// ---- false alarms ------------------------------------------------------------
+
+std::string false_alarm_section(const json& summary) {
+  const auto& groups = groups_of(summary);
+  bool any_none = std::any_of(groups.begin(), groups.end(),
+                              [](const json& g) { return g.value("kind", "") == kNoInjection; });
+  if (!any_none) return "";
+  std::string out = "<h2>False alarms (kind none: nothing injected)</h2>\n";
+  auto details = summary.value("false_detection_details", json::array());
+  out += fmt::format("<p>{} detection{} in runs that injected nothing.</p>\n", details.size(),
+                     details.size() == 1 ? "" : "s");
+  for (const auto& d : details) out += "<div class=\"note\">" + esc(d.is_string() ? d.get<std::string>() : "") + "</div>\n";
+  return out;
 }
 
 // ---- every run ---------------------------------------------------------------
@@ -699,7 +853,10 @@ std::string run_tr(const RunRecord& r) {
   out += cell(ms_text(r.interruption_ms)) + cell(ms_text(r.baseline_ms));
   out += cell(fmt::format("{}", r.lost)) +
          cell(r.tcp_survived ? "kept" : "lost", r.tcp_survived ? "" : "bad");
-  return out + "</tr>\n";
+  out += cell(ms_text(r.interruption_all_apps_ms)) + cell(r.worst_app.empty() ? "-" : esc(r.worst_app), "l");
+  if (!r.http) return out + cell("-") + cell("-") + "</tr>\n";
+  out += cell(fmt::format("{}", r.http->failed), r.http->failed > 0 ? "bad" : "");
+  return out + cell(ms_text(r.http->latency_ms_max)) + "</tr>\n";
 }
 
 std::string runs_section(const std::vector<RunRecord>& runs) {
@@ -708,7 +865,8 @@ std::string runs_section(const std::vector<RunRecord>& runs) {
   out += "<table class=\"runs\">\n";
   out +=
       header_row({"#", "Policy", "Fault", "Seed", "Domain", "Injection", "Detector", "Outcome",
-                  "Detection ms", "Recovery ms", "Interruption ms", "Baseline ms", "Lost", "TCP"});
+                  "Detection ms", "Recovery ms", "Interruption ms", "Baseline ms", "Lost", "TCP",
+                  "Every app ms", "Worst app", "HTTP failed", "HTTP max ms"});
   for (const auto& r : runs) out += run_tr(r);
   return out + "</table>\n";
 }
@@ -728,7 +886,7 @@ tr.total td{font-weight:bold;background:#f8f8f8}
 table.runs{font-size:12px}
 .pct{color:#666}
 .o-no-effect{color:#777} .o-recovered{color:#1a7f37} .o-not-recovered{color:#b35900}
-.o-silent-failure{color:#c00;font-weight:bold} td.bad{color:#c00}
+.o-silent-failure{color:#c00;font-weight:bold} .o-false-alarm{color:#c00} td.bad{color:#c00}
 svg{display:block;margin:0.5em 0;background:#fff}
 svg text{font-family:system-ui,sans-serif;font-size:11px;fill:#333}
 .none{color:#777;font-style:italic} .note{color:#555;font-size:12px}
@@ -744,6 +902,16 @@ std::string page_head() {
       kStyle);
 }
 
+std::string loadavg_text(double v) { return v < 0 ? "unknown" : fmt::format("{:.2f}", v); }
+
+std::string load_text(const CampaignInfo& info) {
+  std::string what = info.load.empty() ? "none" : esc(info.load_detail);
+  std::string out = fmt::format("{}; 1-minute load average {} at the start, {} at the end", what,
+                                loadavg_text(info.loadavg_start), loadavg_text(info.loadavg_end));
+  for (const auto& r : info.load_restarts) out += "<div>restarted: " + esc(r) + "</div>";
+  return out;
+}
+
 std::string info_section(const CampaignInfo& info, size_t runs) {
   auto item = [](std::string_view term, const std::string& html) {
     return fmt::format("<dt>{}</dt><dd>{}</dd>\n", term, html);
@@ -755,6 +923,11 @@ std::string info_section(const CampaignInfo& info, size_t runs) {
   out += item("Gap threshold",
               fmt::format("silences under {} ms not counted", ms_text(info.gap_threshold_ms)));
   out += item("Runs", fmt::format("{}", runs));
+  out += item("App domains", info.apps == 1 ? std::string("1")
+                                            : fmt::format("{} (the probe and TCP streams on app1, a {} packet/s "
+                                                          "UDP stream on every other)",
+                                                          info.apps, info.app_stream_pps));
+  out += item("Background load", load_text(info));
   std::string unprovoked = info.unprovoked.empty() ? "none" : "";
   for (const auto& u : info.unprovoked) unprovoked += "<div>" + esc(u) + "</div>";
   out += item("Failures nobody injected", unprovoked);
@@ -764,7 +937,8 @@ std::string info_section(const CampaignInfo& info, size_t runs) {
   out +=
       "</dl>\n<p class=\"note\">no effect: no detector fired, traffic never broke; recovered: a "
       "detector fired and traffic flowed again within the window; not recovered: a detector fired "
-      "but traffic had not resumed; silent failure: traffic broke and no detector fired.</p>\n";
+      "but traffic had not resumed; silent failure: traffic broke and no detector fired; false alarm: "
+      "nothing was injected (kind none) and a detector fired.</p>\n";
   return out;
 }
 
@@ -825,13 +999,16 @@ Status write_file(const std::string& path, std::string_view content) {
 std::string runs_csv(const std::vector<RunRecord>& runs) {
   std::string out =
       "run,policy,kind,seed,domain,detail,detector,outcome,detection_ms,recovery_ms,"
-      "interruption_ms,baseline_ms,lost,tcp_survived\n";
+      "interruption_ms,baseline_ms,lost,tcp_survived,interruption_all_apps_ms,worst_app,"
+      "false_detections," +
+      std::string(kHttpCsvHeader) + "\n";
   for (const auto& r : runs) {
-    out +=
-        fmt::format("{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n", r.run, csv_field(r.policy),
-                    csv_field(r.kind), r.seed, csv_field(r.domain), csv_field(r.detail),
-                    csv_field(r.detector), outcome_name(r.outcome), r.detection_ms, r.recovery_ms,
-                    r.interruption_ms, r.baseline_ms, r.lost, r.tcp_survived ? "true" : "false");
+    out += fmt::format("{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n", r.run, csv_field(r.policy),
+                       csv_field(r.kind), r.seed, csv_field(r.domain), csv_field(r.detail),
+                       csv_field(r.detector), outcome_name(r.outcome), r.detection_ms, r.recovery_ms,
+                       r.interruption_ms, r.baseline_ms, r.lost, r.tcp_survived ? "true" : "false",
+                       r.interruption_all_apps_ms, csv_field(r.worst_app), r.false_detections.size(),
+                       http_csv(r.http));
   }
   return out;
 }
@@ -839,7 +1016,15 @@ std::string runs_csv(const std::vector<RunRecord>& runs) {
 json summary_json(const std::vector<RunRecord>& runs, const CampaignInfo& info) {
   json groups = json::array();
   for (const auto& g : group_runs(runs)) groups.push_back(group_json(g));
-  return {{"campaign", info_json(info)}, {"groups", std::move(groups)}};
+  std::vector<const RunRecord*> all;
+  for (const auto& r : runs) all.push_back(&r);
+  auto details = false_detection_details(all);
+  return {{"campaign", info_json(info)},
+          {"load", load_json(info)},
+          {"false_detections", details.size()},
+          {"false_detection_details", std::move(details)},
+          {"http", http_json(all)},
+          {"groups", std::move(groups)}};
 }
 
 std::string report_html(const std::vector<RunRecord>& runs, const json& summary,
@@ -848,6 +1033,8 @@ std::string report_html(const std::vector<RunRecord>& runs, const json& summary,
   out += info_section(info, runs.size());
   out += outcome_section(summary);
   out += latency_section(summary);
+  out += http_section(summary);
+  out += false_alarm_section(summary);
   out += cdf_section(runs);
   out += timelines_section(timelines);
   out += runs_section(runs);

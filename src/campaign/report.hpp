@@ -3,6 +3,7 @@
 // out) so the numbers a reader sees can be checked without a lab: runs.csv for
 // one's own analysis, summary.json for scripts, report.html for people.
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -18,8 +19,26 @@ enum class Outcome {
   recovered,       // a detector fired and traffic flowed again within the run's window
   not_recovered,   // a detector fired but traffic had not resumed by the end of the window
   silent_failure,  // traffic broke (found by the probe) but no detector fired
+  false_alarm,     // nothing was injected (kind "none") and a detector fired anyway
 };
-const char* outcome_name(Outcome o);  // "no-effect", "recovered", "not-recovered", "silent-failure"
+// The fault kind that injects nothing: its runs measure false alarms.
+inline constexpr const char* kNoInjection = "none";
+
+// "no-effect", "recovered", "not-recovered", "silent-failure", "false-alarm"
+const char* outcome_name(Outcome o);
+
+// What the HTTP client (--http) saw of one run: the requests that overlapped
+// the run's window, and the worst latency of those that overlapped the
+// baseline window before the injection, where no fault could have acted.
+struct HttpFigures {
+  uint64_t requests = 0;
+  uint64_t failed = 0;
+  double latency_ms_p50 = 0;  // of the successful requests
+  double latency_ms_p99 = 0;
+  double latency_ms_max = 0;
+  double baseline_latency_ms_max = 0;
+  uint64_t baseline_failed = 0;
+};
 
 struct RunRecord {
   int run = 0;                 // 1-based, in campaign order
@@ -36,7 +55,15 @@ struct RunRecord {
   double baseline_ms = 0;      // probe's longest silence in an equally long window without a failure, just before
   uint64_t lost = 0;           // probe packets lost in the window
   bool tcp_survived = true;    // the TCP stream's connection lived through the run
-  bool manifested() const { return outcome != Outcome::no_effect; }
+  // The longest silence any app saw in the window (app1's probe stream or the
+  // low-rate stream of every other app), and whose it was ("app1").
+  double interruption_all_apps_ms = 0;
+  std::string worst_app;
+  std::optional<HttpFigures> http;  // with --http
+  // Kind "none": every detect event of the run, as "driver-a hang by front-app1: ...".
+  std::vector<std::string> false_detections;
+  // A false alarm is no effect of an injected fault: nothing was injected.
+  bool manifested() const { return outcome != Outcome::no_effect && outcome != Outcome::false_alarm; }
 };
 
 // One probe packet around a failure, for the timeline plot.
@@ -66,6 +93,16 @@ struct CampaignInfo {
   // (a thread that exited before ptrace stopped it): nothing was injected,
   // so the run is taken again.
   std::vector<std::string> not_injected;
+  int apps = 1;  // app domains in each lab
+  uint32_t app_stream_pps = 0;  // each other app's UDP stream; 0 with one app
+  // The background load (--load) and the 1-minute load average of the host
+  // (/proc/loadavg) when the campaign started and when its last run ended;
+  // < 0 when it could not be read.
+  std::vector<std::string> load;
+  std::string load_detail;  // what ran, e.g. "2 busy loops; iperf3 --bidir between ext and app4"
+  double loadavg_start = -1;
+  double loadavg_end = -1;
+  std::vector<std::string> load_restarts;  // load processes that died and were started again
 };
 
 std::string runs_csv(const std::vector<RunRecord>& runs);

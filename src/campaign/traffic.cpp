@@ -2,6 +2,8 @@
 
 #include <thread>
 
+#include "campaign/app_streams.hpp"
+#include "common/clock.hpp"
 #include "probe/tcp.hpp"
 
 namespace ng::campaign {
@@ -98,10 +100,77 @@ void RunTraffic::finish_tcp() {
   if (!tcp_survived_ && tcp_error_.empty()) tcp_error_ = "the connection did not survive";
 }
 
-Result<RunTraffic> RunTraffic::start(const lab::Lab& lab, const CampaignOptions& o, uint64_t duration_ns) {
+json http_records_json(const std::vector<probe::RequestRecord>& records, uint64_t origin_ns) {
+  json flat = json::array();
+  flat.get_ref<json::array_t&>().reserve(records.size() * 3);
+  for (const auto& q : records) {
+    flat.push_back(origin_ns + q.start_ns);
+    flat.push_back(q.latency_ns);
+    flat.push_back(q.ok);
+  }
+  return flat;
+}
+
+std::vector<HttpRequest> http_requests_from(const json& flat) {
+  std::vector<HttpRequest> out;
+  if (!flat.is_array()) return out;
+  for (size_t i = 0; i + 2 < flat.size(); i += 3) {
+    out.push_back({flat[i].get<uint64_t>(), flat[i + 1].get<uint64_t>(), flat[i + 2].get<bool>()});
+  }
+  return out;
+}
+
+// kHttpClients clients, each on its own connection to app1's nginx.
+Status RunTraffic::start_http(const lab::Lab& lab, const std::string& url, double seconds) {
+  probe::HttpClientOptions client;
+  client.url = url;
+  client.rate = kHttpRate;
+  client.duration_s = seconds;
+  client.timeout_s = kHttpTimeoutS;
+  for (int i = 0; i < kHttpClients; ++i) {
+    auto c = NetnsChild::start(lab.ext().netns, [client] {
+      std::vector<probe::RequestRecord> records;
+      auto r = probe::run_http_client(client, &records);
+      const uint64_t end = mono_ns();
+      if (!r) return json{{"error", r.error().message}};
+      // The records count from the client's own start, which it does not
+      // return; it ended duration_ms after it, a few microseconds ago.
+      const uint64_t origin = end - static_cast<uint64_t>(r->duration_ms * 1e6);
+      return json{{"records", http_records_json(records, origin)}};
+    });
+    if (!c) return tl::unexpected(c.error());
+    http_clients_.push_back(std::move(*c));
+  }
+  return {};
+}
+
+Status RunTraffic::finish_http() {
+  for (auto& c : http_clients_) {
+    json r = c.result();
+    if (!r.is_object()) return fail("an HTTP client ended without a report");
+    if (r.contains("error")) return fail("HTTP client: {}", r["error"].get<std::string>());
+    auto got = http_requests_from(r["records"]);
+    http_.insert(http_.end(), got.begin(), got.end());
+  }
+  return {};
+}
+
+Result<RunTraffic> RunTraffic::start(const lab::Lab& lab, const CampaignOptions& o, uint64_t duration_ns,
+                                     const std::string& http_url) {
   RunTraffic t;
+  const double seconds = static_cast<double>(duration_ns) / 1e9;
   if (o.tcp_mbytes_per_s > 0) {
-    if (auto s = t.start_tcp(lab, o, static_cast<double>(duration_ns) / 1e9); !s) return tl::unexpected(s.error());
+    if (auto s = t.start_tcp(lab, o, seconds); !s) return tl::unexpected(s.error());
+  }
+  if (!http_url.empty()) {
+    if (auto s = t.start_http(lab, http_url, seconds); !s) return tl::unexpected(s.error());
+  }
+  if (lab.apps().size() > 1) {
+    std::vector<lab::App> others(lab.apps().begin() + 1, lab.apps().end());
+    auto a = start_app_streams(lab.ext().netns, others, kAppPort, app_stream_pps(others.size()), seconds);
+    if (!a) return tl::unexpected(a.error());
+    t.apps_ = std::move(*a);
+    t.app_count_ = others.size();
   }
   probe::StreamOptions so;
   so.address = lab.apps().front().ipv4_address();
@@ -127,7 +196,12 @@ Status RunTraffic::finish() {
   start_ns_ = udp.value("start_mono_ns", uint64_t{0});
   series_ = series_from(udp["series"]);
   if (tcp_send_.running()) finish_tcp();
-  return {};
+  if (apps_.running()) {
+    auto recv = campaign::app_receive_times(apps_.result(), app_count_);
+    if (!recv) return tl::unexpected(recv.error());
+    app_recv_ = std::move(*recv);
+  }
+  return finish_http();
 }
 
 std::vector<uint32_t> RunTraffic::received_seqs() const {

@@ -13,6 +13,9 @@ namespace ng {
 
 struct Error {
   std::string message;
+  // The peer went away (closed, reset, broken pipe): a hang-up, not
+  // something malformed it sent.
+  bool peer_gone = false;
 };
 
 template <typename T>

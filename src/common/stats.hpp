@@ -52,6 +52,7 @@ struct DriverStats {
   Counter nic_tx_errors;
   Counter rx_unclaimed;  // unicast for no connected app
   Counter connections;
+  Counter nic_rx_overruns;  // frames the NIC dropped: the driver read too late
   DriverConnection conns[kMaxConnections];
 };
 

@@ -40,6 +40,8 @@ constexpr unsigned kBatch = 32;
 constexpr uint32_t kRxBufSize = 65536 + 256;
 constexpr uint32_t kMinFrame = kVnetHdrLen + 14;
 constexpr uint64_t kControlPollNs = 1'000'000;
+constexpr unsigned kControlPerPass = 1;
+constexpr unsigned kNicBatches = 4;
 
 enum Tag : uint32_t { tag_nic = 1, tag_listen = 2, tag_sock = 3, tag_kick = 4 };
 
@@ -54,8 +56,7 @@ struct Connection {
   Mac mac{};
   proto::Role role = proto::Role::spare;
   Mapping region;
-  UniqueFd kick_driver;  // frontend writes, we wait on it
-  UniqueFd kick_front;   // we write, frontend waits on it
+  UniqueFd doorbell;  // our end: the frontend's kicks arrive here, ours leave here
   ring::RegionHeader* header = nullptr;
   ring::Producer rx;
   ring::Consumer tx;
@@ -88,8 +89,8 @@ class Driver {
     for (;;) {
       Fault f = inject_ ? inject_->armed() : Fault::none;
       if (f != Fault::none) misbehave(f);
-      beat();
-      unsigned work = (f == Fault::stall_rx ? 0 : poll_nic(f == Fault::drop)) +
+      start_pass();
+      unsigned work = poll_nic(f) +
                       (f == Fault::stall_tx ? 0 : poll_tx(f == Fault::drop));
       uint64_t now = mono_ns();
       if (now - last_control > kControlPollNs) {
@@ -119,6 +120,47 @@ class Driver {
     if (f == Fault::slow) ::usleep(5000);
     if (f == Fault::leak) leak();
     if (f == Fault::corrupt) corrupt();
+    if (f == Fault::wedge) wedge();
+    if (f == Fault::deaf) go_deaf();
+    if (f == Fault::hangup) hang_up_all();
+  }
+
+  // What a hostile domain can do with the descriptors it shares: make them
+  // blocking (the file status flags of a shared eventfd would be the
+  // frontend's too), fill them, stop reading, and block inside a read.
+  void wedge() {
+    for (auto& c : conns_) {
+      if (!c || !c->doorbell) continue;
+      ::fcntl(c->doorbell.get(), F_SETFL, 0);
+      ::fcntl(c->sock.get(), F_SETFL, 0);
+      char junk[4096] = {};
+      while (::send(c->doorbell.get(), junk, sizeof(junk), MSG_DONTWAIT | MSG_NOSIGNAL) > 0) {
+      }
+    }
+    for (auto& c : conns_) {
+      if (c && c->doorbell) {
+        ring::drain(c->doorbell.get());
+        char b;
+        for (;;) {  // blocks until a kick, then for good
+          [[maybe_unused]] auto r = ::read(c->doorbell.get(), &b, 1);
+        }
+      }
+    }
+  }
+
+  void go_deaf() {
+    if (deaf_) return;
+    deaf_ = true;
+    ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, listen_.get(), nullptr);
+    for (auto& c : conns_) {
+      if (c) ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, c->sock.get(), nullptr);
+    }
+  }
+
+  void hang_up_all() {
+    for (auto& c : conns_) {
+      if (c) drop(*c, "injected hang-up");
+    }
   }
 
   void leak() {
@@ -136,7 +178,7 @@ class Driver {
       if (!f || *f == 0) continue;
       c->rx.set(0, ring::Desc{c->rx.slot_size(), 64});  // offset past the slot
       c->rx.publish(1);
-      ring::kick(c->kick_front.get());
+      ring::kick(c->doorbell.get());
     }
   }
 
@@ -146,6 +188,34 @@ class Driver {
   // change advances the word, so each one is a beat.
   void beat() { publish((heartbeat_ | 1) + 1); }
   void enter_nic_call() { publish(heartbeat_ | 1); }
+  // A beat that stays inside the call: progress through a long one.
+  void enter_nic_call_again() { publish((heartbeat_ | 1) + 2); }
+
+  // Asked only while reading the NIC with a backlog (a full batch), at most
+  // once per control poll: a driver that stopped reading must not look
+  // merely overloaded.
+  void account_overruns() {
+    uint64_t now = mono_ns();
+    if (now - overruns_asked_ns_ < kControlPollNs) return;
+    overruns_asked_ns_ = now;
+    uint64_t n = nic_->rx_overruns();
+    if (n == overruns_) return;
+    overruns_ = n;
+    stats_->nic_rx_overruns.store(n, std::memory_order_relaxed);
+    for (auto& c : conns_) {
+      if (c && c->header) c->header->rx_overruns.value.store(n, std::memory_order_release);
+    }
+  }
+
+  // Every pass is counted for the frontends' stall detector: frames still
+  // untaken after passes that began once they were posted were skipped.
+  void start_pass() {
+    ++passes_;
+    for (auto& c : conns_) {
+      if (c && c->header) c->header->passes.value.store(passes_, std::memory_order_release);
+    }
+    beat();
+  }
 
   void publish(uint64_t hb) {
     heartbeat_ = hb;
@@ -167,6 +237,7 @@ class Driver {
         pending = pending || !a || *a != 0;
       }
     }
+    beat();  // the loops above touch every frontend's region
     int timeout_ms = static_cast<int>((opt_.heartbeat_us + 999) / 1000);
     auto ok = handle_events(pending ? 0 : timeout_ms);
     for (auto& c : conns_) {
@@ -183,13 +254,29 @@ class Driver {
       spdlog::error("driver {}: epoll_wait: {}", opt_.name, std::strerror(errno));
       return std::nullopt;
     }
+    // Everything done for the events (draining kicks, accepting, mapping a
+    // new frontend's region, unmapping a departed one's) is the kernel's
+    // work and may take milliseconds at a connection storm: marked like a
+    // NIC call, and beaten every few events, so that no frontend takes it
+    // for a spin.
+    if (n > 0) enter_nic_call();
+    unsigned control = 0;
     for (int i = 0; i < n; ++i) {
+      if (i % 8 == 7) enter_nic_call_again();
       auto t = static_cast<Tag>(ev[i].data.u64 >> 32);
       auto id = static_cast<uint32_t>(ev[i].data.u64);
+      if (t == tag_kick && id < conns_.size() && conns_[id]) {
+        if (!ring::drain(conns_[id]->doorbell.get())) drop(*conns_[id], "frontend closed its doorbell");
+        continue;
+      }
+      // At a start-up storm every frontend's setup waits here; one per pass
+      // keeps the packet loop going meanwhile. The rest stay readable and
+      // come back on the next call, in epoll's round-robin.
+      if (t == tag_nic || ++control > kControlPerPass) continue;
       if (t == tag_listen) accept_all();
-      if (t == tag_kick && id < conns_.size() && conns_[id]) ring::drain(conns_[id]->kick_driver.get());
       if (t == tag_sock && id < conns_.size() && conns_[id]) on_socket(*conns_[id], ev[i].events);
     }
+    if (n > 0) beat();
     return n > 0;
   }
 
@@ -264,7 +351,7 @@ class Driver {
 
   Status on_setup(Connection& c, const proto::Setup& s, std::vector<UniqueFd>& fds) {
     if (c.state != Connection::State::awaiting_setup) return fail("setup before hello");
-    if (fds.size() != 3) return fail("setup carries {} descriptors, expected 3", fds.size());
+    if (fds.size() != 2) return fail("setup carries {} descriptors, expected 2", fds.size());
     auto layout = ring::compute_layout(s.tx_slots, s.rx_slots, s.slot_size);
     if (!layout) return tl::unexpected(layout.error());
     if (s.region_size != layout->region_size) return fail("region size disagrees with layout");
@@ -277,13 +364,14 @@ class Driver {
       }
     }
     if (auto st = map_region(c, fds[0].get(), *layout); !st) return st;
-    c.kick_driver = std::move(fds[1]);
-    c.kick_front = std::move(fds[2]);
+    c.doorbell = std::move(fds[1]);
     c.mac = s.mac;
     c.role = s.role;
     c.state = Connection::State::ready;
+    c.header->passes.value.store(passes_, std::memory_order_release);
+    c.header->rx_overruns.value.store(overruns_, std::memory_order_release);
     epoll_event ev{EPOLLIN, {.u64 = tag(tag_kick, c.id)}};
-    ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, c.kick_driver.get(), &ev);
+    ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, c.doorbell.get(), &ev);
     publish_stats(c);
     spdlog::info("driver {}: {} connected as {} ({})", opt_.name, c.app, proto::role_name(c.role),
                  format_mac(c.mac));
@@ -337,30 +425,66 @@ class Driver {
       stats_->connections.store(stats_->connections.load() - 1, std::memory_order_relaxed);
     }
     ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, c.sock.get(), nullptr);
-    if (c.kick_driver) ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, c.kick_driver.get(), nullptr);
+    if (c.doorbell) ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, c.doorbell.get(), nullptr);
     conns_[c.id].reset();
   }
 
-  unsigned poll_nic(bool drop_all) {
+  // Reads up to kNicBatches batches: a backlog (a start-up storm) drains in
+  // a few passes instead of queueing in the NIC for hundreds of ms.
+  unsigned poll_nic(Fault f) {
+    unsigned total = 0;
+    for (unsigned i = 0; i < kNicBatches; ++i) {
+      unsigned got = poll_nic_batch(f);
+      total += got;
+      if (got < kBatch) {
+        drained();
+        break;
+      }
+    }
+    return total;
+  }
+
+  // The NIC had no more to give in this pass: whatever reached it before
+  // the pass is delivered. The frontends' receive-path check waits for this
+  // evidence before it calls an answer lost. A NIC whose receive stopped
+  // (the stall-rx fault) gives nothing, and so says drained at once.
+  void drained() {
+    for (auto& c : conns_) {
+      if (c && c->header) c->header->rx_drained_pass.value.store(passes_, std::memory_order_release);
+    }
+  }
+
+  unsigned poll_nic_batch(Fault f) {
+    if (f == Fault::stall_rx) return 0;
     uint32_t lens[kBatch];
     enter_nic_call();
     auto got = nic_->receive(rx_iov_, lens);
     beat();
     if (!got || *got == 0) return 0;
-    if (drop_all) return *got;
+    if (*got == kBatch) account_overruns();
+    if (f == Fault::drop) return *got;
     for (unsigned i = 0; i < *got; ++i) {
+      // A broadcast is copied to every frontend: a batch of them is long
+      // enough for the host's interrupt work, charged to whoever runs, to
+      // look like a spin. Beating now and then keeps it told apart.
+      if (i % 8 == 7) beat();
       if (lens[i] < kMinFrame) continue;
       stats::add(stats_->nic_rx_frames, 1);
       stats::add(stats_->nic_rx_bytes, lens[i] - kVnetHdrLen);
       deliver(static_cast<const std::byte*>(rx_iov_[i].iov_base), lens[i]);
     }
+    // A batch of broadcasts for 64 frontends is thousands of copies and up
+    // to 64 kicks (each a syscall): beaten and marked like a NIC call, so
+    // that its length is not taken for a spin.
+    enter_nic_call();
     for (auto& c : conns_) {
       if (!c || c->rx_pending == 0) continue;
       c->rx.publish(c->rx_pending);
       c->rx_pending = 0;
       c->rx_free = 0;  // recomputed from the ring on the next frame
-      if (ring::peer_needs_kick(c->header->front_sleeping)) ring::kick(c->kick_front.get());
+      if (ring::peer_needs_kick(c->header->front_sleeping)) ring::kick(c->doorbell.get());
     }
+    beat();
     return *got;
   }
 
@@ -447,7 +571,10 @@ class Driver {
       sent = r.value_or(0);
     }
     unsigned consumed = count == 0 ? n : (sent == count ? n : (sent == 0 ? 0 : ring_pos[sent - 1]));
-    if (consumed == 0) return 0;
+    if (consumed == 0) {
+      c.header->tx_busy_pass.value.store(passes_, std::memory_order_release);
+      return 0;
+    }
     c.tx.release(consumed);
     stats::add(c.stats->tx_frames, sent - refused);
     if (sent != count) {
@@ -458,7 +585,7 @@ class Driver {
     stats::add(stats_->nic_tx_bytes, bytes);
     stats::add(stats_->nic_tx_frames, sent - refused);
     stats::add(stats_->nic_tx_errors, refused);
-    if (ring::peer_needs_kick(c.header->front_sleeping)) ring::kick(c.kick_front.get());
+    if (ring::peer_needs_kick(c.header->front_sleeping)) ring::kick(c.doorbell.get());
     return consumed;
   }
 
@@ -473,6 +600,10 @@ class Driver {
   iovec rx_iov_[kBatch]{};
   std::vector<std::unique_ptr<Connection>> conns_;
   uint64_t heartbeat_ = 0;
+  uint64_t passes_ = 0;
+  uint64_t overruns_ = 0;
+  uint64_t overruns_asked_ns_ = 0;
+  bool deaf_ = false;  // the deaf fault: control sockets no longer watched
 };
 
 Result<UniqueFd> listen_on(const std::string& path) {

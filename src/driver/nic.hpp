@@ -35,6 +35,9 @@ class Nic {
   // as malformed: counted in *refused and skipped). A full queue stops
   // the batch early with the rest left to the caller.
   virtual Result<unsigned> send(std::span<const iovec> frames, unsigned* refused) = 0;
+  // Frames the NIC had to drop because the driver did not read them in time
+  // (its receive queue was full), since the NIC was opened.
+  virtual uint64_t rx_overruns() = 0;
 };
 
 // Opens the interface (in the caller's network namespace) with an AF_PACKET

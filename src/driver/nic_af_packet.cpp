@@ -77,7 +77,16 @@ class AfPacketNic final : public Nic {
     return done;
   }
 
+  // PACKET_STATISTICS counts since the last read; kept as a running total.
+  uint64_t rx_overruns() override {
+    tpacket_stats st{};
+    socklen_t len = sizeof(st);
+    if (::getsockopt(fd_.get(), SOL_PACKET, PACKET_STATISTICS, &st, &len) == 0) overruns_ += st.tp_drops;
+    return overruns_;
+  }
+
  private:
+  uint64_t overruns_ = 0;
   UniqueFd fd_;
   std::string name_;
   Mac mac_;

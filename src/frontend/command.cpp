@@ -61,6 +61,9 @@ void ng::cli::add_front_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--stall-timeout-ms", opt->stall_timeout_ms,
                   "TX frames untaken this long, heartbeat alive, count as a stall")
       ->capture_default_str();
+  cmd->add_option("--handshake-timeout-ms", opt->handshake_timeout_ms,
+                  "Each handshake step unanswered this long (by a domain that had the CPU) is a hang")
+      ->capture_default_str();
   cmd->add_flag("!--no-fence", opt->fence, "Do not SIGKILL a domain found hung, stalled or corrupt");
   cmd->add_option("--events", opt->events, "Event log to append to (JSON lines)");
   cmd->add_option("--serve-nice", opt->serve.nice,

@@ -4,7 +4,7 @@
 #include <sched.h>
 #include <arpa/inet.h>
 #include <sys/epoll.h>
-#include <sys/eventfd.h>
+#include <poll.h>
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -45,11 +45,21 @@ constexpr uint32_t kMinFrame = kVnetHdrLen + 14;
 constexpr uint64_t kControlPollNs = 1'000'000;
 constexpr int kMaxSleepMs = 100;
 // After traffic the frontend keeps waking often enough to watch the active
-// domain's heartbeat; a host idle longer than this sleeps long.
-constexpr uint64_t kRecentTrafficNs = 1'000'000'000;
+// domain's heartbeat; one idle longer than this sleeps long. The window is
+// short because with many app domains every frontend's watching wakes the
+// host: a hang costs an idle app nothing until it sends, and then it
+// watches again (and the frontends with traffic fence the domain for all).
+constexpr uint64_t kRecentTrafficNs = 50'000'000;
 // A spare carries nothing, so its hang costs no frames: it is judged on a
 // longer timeout and never on a stall.
 constexpr uint32_t kSpareTimeoutFactor = 20;
+// A handshake step of a domain that is runnable but given no CPU waits at
+// most this long.
+constexpr uint64_t kHandshakeStarveLimitNs = 10'000'000'000;
+// A failure this soon after the connection became ready (or before it did)
+// counts towards the reconnection back-off.
+constexpr uint64_t kQuickFailureNs = 1'000'000'000;
+constexpr uint64_t kMaxReconnectDelayNs = 1'000'000'000;
 
 enum class Detector { crash, hang, stall, violation };
 const char* detector_name(Detector d) {
@@ -78,8 +88,7 @@ struct Backend {
   // as well map the same memory again.
   UniqueFd memfd;
   Mapping region;
-  UniqueFd kick_driver;
-  UniqueFd kick_front;
+  UniqueFd doorbell;  // our end; the driver holds the other
   ring::Layout layout;
   ring::RegionHeader* header = nullptr;
   ring::Producer tx;
@@ -90,6 +99,16 @@ struct Backend {
   UniqueFd pidfd;     // to fence it without racing a pid reuse
   Watchdog watchdog;
   bool failed_before = false;  // its next connection is a re-join
+  // The driver acknowledged the role it now has (SetupAck, ActivateAck):
+  // only then do its passes prove that it skips our frames.
+  bool role_acked = false;
+  // The handshake step, or the Activate, waiting for its answer: judged at
+  // the deadline against the domain's CPU time since the baseline.
+  uint64_t handshake_deadline_ns = 0;
+  uint64_t handshake_since_ns = 0;  // 0: baseline not taken yet
+  uint64_t handshake_cpu_ns = 0;
+  uint64_t ready_ns = 0;          // when the connection last became ready
+  uint32_t quick_failures = 0;    // failures in a row, each soon after connecting
 
   std::string domain() const { return "driver-" + name; }
 
@@ -102,12 +121,6 @@ struct Backend {
     st->state.store(static_cast<uint32_t>(v), std::memory_order_relaxed);
   }
 };
-
-Result<UniqueFd> make_eventfd() {
-  UniqueFd fd(::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC));
-  if (!fd) return fail_errno("creating an eventfd");
-  return fd;
-}
 
 class Frontend {
  public:
@@ -133,6 +146,18 @@ class Frontend {
     ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, tap_.get(), &ev);
   }
 
+  // Every backend's ring region, created and populated now: at start-up
+  // priority, before serving, so that a host starting many frontends at
+  // once populates their memory (tens of MB each) behind the data path.
+  Status prepare_regions() {
+    auto layout = ring::compute_layout(opt_.tx_slots, opt_.rx_slots, opt_.slot_size);
+    if (!layout) return tl::unexpected(layout.error());
+    for (auto& b : backends_) {
+      if (auto s = create_region(*b, *layout); !s) return s;
+    }
+    return {};
+  }
+
   int run(uint32_t spin_us, int realtime) {
     ring::Idler idler(spin_us_at(realtime, spin_us));
     uint64_t last_control = 0;
@@ -140,6 +165,7 @@ class Frontend {
       unsigned work = 0;
       if (Backend* a = active()) work = ring_to_tap(*a) + tap_to_ring();
       uint64_t now = mono_ns();
+      clock_.tick(now);
       if (work != 0) last_traffic_ns_ = now;
       if (now - last_control > kControlPollNs) {
         last_control = now;
@@ -184,7 +210,7 @@ class Frontend {
     }
     if (count == 0) return 0;
     b->tx.publish(count);
-    if (ring::peer_needs_kick(b->header->driver_sleeping)) ring::kick(b->kick_driver.get());
+    if (ring::peer_needs_kick(b->header->driver_sleeping)) ring::kick(b->doorbell.get());
     stats::add(stats_->tap_rx_frames, count);
     stats::add(stats_->tap_rx_bytes, bytes);
     stats::add(b->st->tx_frames, count);
@@ -209,7 +235,7 @@ class Frontend {
       }
       if (rx_probe_.enabled() && rx_probe_.is_answer(reinterpret_cast<const uint8_t*>(f->data) + kVnetHdrLen,
                                                      f->len - kVnetHdrLen)) {
-        rx_probe_.answered(mono_ns());
+        rx_probe_.answered(clock_.now());
       }
       if (::write(tap_.get(), f->data, f->len) < 0) {
         stats::add(stats_->rx_drops, 1);
@@ -244,12 +270,28 @@ class Frontend {
   void check_receive_path(uint64_t now) {
     Backend* a = active();
     if (a == nullptr || !rx_probe_.enabled()) return;
-    if (rx_probe_.failed(now)) return fail_backend(*a, Detector::stall, rx_probe_.detail(now));
-    if (!rx_probe_.due(now)) return;
+    uint64_t watched = clock_.tick(now);
+    // Unanswered questions count only once the domain has read its NIC dry
+    // in a pass after the one that sent the last of them (an overloaded
+    // domain's NIC queue may hold the answers for hundreds of ms), and only
+    // while its NIC dropped nothing for want of reading (an overloaded
+    // domain loses answers without any fault).
+    uint64_t passes = a->header->passes.value.load(std::memory_order_acquire);
+    uint64_t drained = a->header->rx_drained_pass.value.load(std::memory_order_acquire);
+    uint64_t overruns = a->header->rx_overruns.value.load(std::memory_order_acquire);
+    if (overruns != rx_probe_overruns_) {
+      rx_probe_overruns_ = overruns;
+      rx_probe_.restart(watched);
+    }
+    if (rx_probe_.failed(watched) && drained >= rx_probe_pass_ + 2) {
+      return fail_backend(*a, Detector::stall, rx_probe_.detail(watched));
+    }
+    if (!rx_probe_.due(watched)) return;
     const auto& frame = rx_probe_.frame();
     if (post(*a, frame.data(), static_cast<uint32_t>(frame.size()), true) == 0) return;  // full: next pass
-    if (ring::peer_needs_kick(a->header->driver_sleeping)) ring::kick(a->kick_driver.get());
-    rx_probe_.sent(now);
+    if (ring::peer_needs_kick(a->header->driver_sleeping)) ring::kick(a->doorbell.get());
+    rx_probe_.sent(watched);
+    rx_probe_pass_ = passes;
   }
 
   // ---- sleeping and events ----------------------------------------------
@@ -268,7 +310,9 @@ class Frontend {
       }
     }
     arm_tap(tx_room);
-    auto ok = handle_events(sleep_ms(now));
+    int ms = sleep_ms(now);
+    clock_.plan_sleep(uint64_t(ms) * 1'000'000);
+    auto ok = handle_events(ms);
     if (a != nullptr && a->header != nullptr) ring::cancel_sleep(a->header->front_sleeping);
     return ok;
   }
@@ -288,7 +332,7 @@ class Frontend {
       ms = std::min<int>(ms, static_cast<int>(due / 1'000'000) + 1);
     }
     if (active() != nullptr && rx_probe_.enabled()) {
-      ms = std::min<int>(ms, static_cast<int>(std::min<uint64_t>(rx_probe_.wait_ns(now) / 1'000'000, 1000)) + 1);
+      ms = std::min<int>(ms, static_cast<int>(std::min<uint64_t>(rx_probe_.wait_ns(clock_.now()) / 1'000'000, 1000)) + 1);
     }
     return ms;
   }
@@ -315,7 +359,7 @@ class Frontend {
       auto id = static_cast<uint32_t>(ev[i].data.u64);
       if (id >= backends_.size()) continue;
       Backend& b = *backends_[id];
-      if (t == tag_kick && b.kick_front) ring::drain(b.kick_front.get());
+      if (t == tag_kick && b.doorbell) on_doorbell(b, ev[i].events);
       if (t == tag_sock && b.sock) on_socket(b, ev[i].events);
     }
     uint64_t now = mono_ns();
@@ -328,25 +372,37 @@ class Frontend {
 
   void watch_backends(uint64_t now) {
     for (auto& b : backends_) {
+      bool waiting = b->state == Backend::State::hello_sent || b->state == Backend::State::setup_sent ||
+                     (b->state == Backend::State::ready && !b->role_acked);
       if (b->state == Backend::State::ready) watch(*b, now);
+      if (waiting && b->state != Backend::State::down) watch_handshake(*b, now);
     }
   }
 
   void watch(Backend& b, uint64_t now) {
+    Seen seen;
+    seen.passes = b.header->passes.value.load(std::memory_order_acquire);
+    seen.tx_busy_pass = b.header->tx_busy_pass.value.load(std::memory_order_acquire);
+    seen.passes_count = b.role_acked;
     if (auto s = b.tx.refresh(); !s) return fail_backend(b, Detector::violation, s.error().message);
     uint64_t beat = b.header->heartbeat.value.load(std::memory_order_relaxed);
+    seen.heartbeat = beat;
+    seen.tx_done = b.tx.done();
+    seen.tx_in_flight = b.tx.in_flight();
     pid_t pid = b.pid;
     auto sample = [pid] { return pid > 0 ? sample_process(pid) : ProcSample{true, 'R', 0}; };
-    Verdict v = b.watchdog.check(now, beat, b.tx.done(), b.tx.in_flight(), sample);
+    Verdict v = b.watchdog.check(now, seen, sample);
     if (v == Verdict::ok) return;
-    if (v == Verdict::demand_beat) return ring::kick(b.kick_driver.get());
+    if (v == Verdict::demand_beat) return ring::kick(b.doorbell.get());
     Detector d = v == Verdict::stall ? Detector::stall
                  : v == Verdict::hang ? Detector::hang
                                       : Detector::crash;
     // A beat that landed while the process was sampled clears the suspicion.
     bool sampled = d != Detector::stall;
     if (sampled && b.header->heartbeat.value.load(std::memory_order_relaxed) != beat) return;
-    fail_backend(b, d, b.watchdog.detail(), b.watchdog.silent_ns());
+    std::string detail = b.watchdog.detail();
+    if (d == Detector::hang && pid > 0) detail += "; " + where_is(pid);
+    fail_backend(b, d, detail, b.watchdog.silent_ns());
   }
 
   void arm_watchdog(Backend& b, bool active) {
@@ -377,14 +433,65 @@ class Frontend {
     }
   }
 
+  // A domain that accepted the connection but does not finish the
+  // handshake would keep the spare from ever becoming active. Its silence
+  // is judged on evidence, like a missing heartbeat: a domain that is
+  // stopped, or asleep with our message unanswered, or that had the CPU for
+  // half the time and did not answer, is hung. One that is merely busy (a
+  // start-up storm of frontends on a loaded host) gets more time, up to the
+  // starvation limit.
+  void watch_handshake(Backend& b, uint64_t now) {
+    if (now < b.handshake_deadline_ns) return;
+    ProcSample s = b.pid > 0 ? sample_process(b.pid) : ProcSample{true, 'S', 0};
+    if (answer_pending(b)) return;  // came while we sampled: the event loop takes it next
+    if (b.handshake_since_ns == 0) {  // an Activate: the baseline is taken late, off the switch's path
+      b.handshake_since_ns = now;
+      b.handshake_cpu_ns = s.cpu_ns;
+      b.handshake_deadline_ns = now + handshake_timeout_ns() / 4;
+      return;
+    }
+    uint64_t waited = now - b.handshake_since_ns;
+    uint64_t ran = s.cpu_ns - b.handshake_cpu_ns;
+    bool ignoring = s.state == 'T' || s.state == 't' || s.state == 'S' || ran >= waited / 2;
+    if (s.alive && !s.exiting && !ignoring && waited < kHandshakeStarveLimitNs) {
+      b.handshake_deadline_ns = now + handshake_timeout_ns() / 4;
+      return;
+    }
+    const char* step = b.state == Backend::State::hello_sent   ? "hello"
+                       : b.state == Backend::State::setup_sent ? "setup"
+                                                               : "activate";
+    if (!s.alive || s.exiting) return fail_backend(b, Detector::crash, fmt::format("gone before answering {}", step));
+    fail_backend(b, Detector::hang,
+                 fmt::format("no answer to {} within {:.0f} ms (state {}, {:.1f} ms on a CPU since)", step,
+                             static_cast<double>(waited) / 1e6, s.state, static_cast<double>(ran) / 1e6));
+  }
+
+  bool answer_pending(const Backend& b) const {
+    pollfd p{b.sock.get(), POLLIN, 0};
+    return ::poll(&p, 1, 0) > 0;
+  }
+
+  uint64_t handshake_timeout_ns() const { return uint64_t{opt_.handshake_timeout_ms} * 1'000'000; }
+
+  // A domain that fails again soon after each connection (it hangs up, or
+  // never finishes the handshake) is retried ever later, up to a second.
+  uint64_t reconnect_delay_ns(const Backend& b) const {
+    uint32_t shift = std::min<uint32_t>(b.quick_failures, 6);
+    uint64_t delay = uint64_t{opt_.reconnect_ms} * 1'000'000;
+    return std::min<uint64_t>(delay << (shift == 0 ? 0 : shift - 1), kMaxReconnectDelayNs);
+  }
+
   void start_connect(Backend& b) {
-    b.next_attempt_ns = mono_ns() + uint64_t{opt_.reconnect_ms} * 1'000'000;
+    b.next_attempt_ns = mono_ns() + reconnect_delay_ns(b);
     UniqueFd s(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
     sockaddr_un addr{};
     addr.sun_family = AF_UNIX;
     std::strncpy(addr.sun_path, b.socket_path.c_str(), sizeof(addr.sun_path) - 1);
     if (::connect(s.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) return;
     learn_peer(b, s.get());
+    b.handshake_since_ns = mono_ns();
+    b.handshake_deadline_ns = b.handshake_since_ns + handshake_timeout_ns();
+    b.handshake_cpu_ns = b.pid > 0 ? sample_process(b.pid).cpu_ns : 0;
     proto::Hello hello;
     hello.features = proto::kFeatureVnetHdr | proto::kFeatureHeartbeat;
     hello.app_name = opt_.name;
@@ -395,16 +502,29 @@ class Frontend {
     b.set_state(Backend::State::hello_sent, proto::Role::spare);
   }
 
+  // A hang-up (the peer closed, reset, or a send found the pipe broken) is
+  // the crash detector's; anything malformed the domain sent is a protocol
+  // violation.
   void on_socket(Backend& b, uint32_t events) {
     if (events & EPOLLIN) {
       auto msg = proto::recv_message(b.sock.get(), 0);
-      if (!msg) return fail_backend(b, Detector::crash, msg.error().message);
-      if (auto s = on_message(b, msg->message); !s) {
-        return fail_backend(b, Detector::violation, s.error().message);
-      }
+      if (!msg) return fail_on(b, msg.error());
+      if (auto s = on_message(b, msg->message); !s) return fail_on(b, s.error());
       return;
     }
     if (events & (EPOLLHUP | EPOLLRDHUP | EPOLLERR)) fail_backend(b, Detector::crash, "socket hang-up");
+  }
+
+  void fail_on(Backend& b, const Error& e) {
+    if (e.peer_gone) return fail_backend(b, Detector::crash, "socket hang-up: " + e.message);
+    fail_backend(b, Detector::violation, e.message);
+  }
+
+  // The driver's end of the doorbell closed: a hang-up like the socket's
+  // (the crash handler closes both); anything else there is just kicks.
+  void on_doorbell(Backend& b, uint32_t events) {
+    bool open = ring::drain(b.doorbell.get());
+    if (!open || (events & (EPOLLHUP | EPOLLERR))) fail_backend(b, Detector::crash, "doorbell hang-up");
   }
 
   Status on_message(Backend& b, const proto::Message& m) {
@@ -419,6 +539,8 @@ class Frontend {
     if (std::get_if<proto::SetupAck>(&m) != nullptr) {
       if (b.state != Backend::State::setup_sent) return fail("unexpected setup_ack");
       b.set_state(Backend::State::ready, b.role);
+      b.role_acked = true;
+      b.ready_ns = mono_ns();
       stats::add(b.st->connects, 1);
       spdlog::info("frontend {}: connected to {} as {}", opt_.name, b.name,
                    proto::role_name(b.role));
@@ -431,7 +553,10 @@ class Frontend {
       promote_spare();
       return {};
     }
-    if (std::get_if<proto::ActivateAck>(&m) != nullptr) return {};
+    if (auto* a = std::get_if<proto::ActivateAck>(&m)) {
+      if (a->role == b.role) b.role_acked = true;
+      return {};
+    }
     return fail("unexpected {} message", proto::type_name(m));
   }
 
@@ -446,13 +571,10 @@ class Frontend {
     b.header = ring::init_region(p, *layout);
     b.tx = ring::Producer(ring::tx_ring(p, *layout));
     b.rx = ring::Consumer(ring::rx_ring(p, *layout));
-    auto kd = make_eventfd();
-    auto kf = make_eventfd();
-    if (!kd || !kf) return tl::unexpected(kd ? kf.error() : kd.error());
-    b.kick_driver = std::move(*kd);
-    b.kick_front = std::move(*kf);
+    UniqueFd theirs;
+    if (auto st = ring::make_doorbell(b.doorbell, theirs); !st) return st;
     epoll_event ev{EPOLLIN, {.u64 = tag(tag_kick, b.index)}};
-    ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, b.kick_front.get(), &ev);
+    ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, b.doorbell.get(), &ev);
     proto::Setup s;
     s.mac = opt_.mac;
     s.mtu = opt_.mtu;
@@ -461,7 +583,7 @@ class Frontend {
     s.rx_slots = layout->rx_slots;
     s.slot_size = layout->slot_size;
     s.region_size = layout->region_size;
-    int fds[3] = {b.memfd.get(), b.kick_driver.get(), b.kick_front.get()};
+    int fds[2] = {b.memfd.get(), theirs.get()};
     if (auto st = proto::send_message(b.sock.get(), s, fds); !st) return st;
     b.set_state(Backend::State::setup_sent, s.role);
     return {};
@@ -507,7 +629,7 @@ class Frontend {
       if (o->state == Backend::State::down) continue;
       // A preferred backend still connecting will start active by itself.
       if (o->state != Backend::State::ready) return;
-      proto::send_message(o->sock.get(), proto::Activate{proto::Role::active});
+      activate(*o);
       set_active(*o);
       spdlog::info("frontend {}: {} promoted to active", opt_.name, o->name);
       arm_watchdog(*o, true);
@@ -516,26 +638,37 @@ class Frontend {
   }
 
   void set_active(Backend& b) {
-    rx_probe_.restart(mono_ns());
+    rx_probe_.restart(clock_.tick(mono_ns()));
+    rx_probe_pass_ = b.header->passes.value.load(std::memory_order_acquire);
+    rx_probe_overruns_ = b.header->rx_overruns.value.load(std::memory_order_acquire);
     active_ = static_cast<int>(b.index);
     stats_->active.store(active_, std::memory_order_relaxed);
     b.set_state(Backend::State::ready, proto::Role::active);
     resume_held(b);
   }
 
+  // A failed send shows up as the socket's hang-up, which the event loop
+  // judges next; until the ack comes, the driver's passes prove nothing.
+  void activate(Backend& b) {
+    b.role_acked = false;
+    b.handshake_since_ns = 0;
+    b.handshake_deadline_ns = mono_ns() + handshake_timeout_ns();
+    proto::send_message(b.sock.get(), proto::Activate{proto::Role::active});
+  }
+
   void close_backend(Backend& b) {
     if (b.sock) ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, b.sock.get(), nullptr);
-    if (b.kick_front) ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, b.kick_front.get(), nullptr);
+    if (b.doorbell) ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, b.doorbell.get(), nullptr);
     b.sock.reset();
-    b.kick_front.reset();
-    b.kick_driver.reset();
+    b.doorbell.reset();
+    b.role_acked = false;
     b.header = nullptr;
     b.tx = {};
     b.rx = {};
     b.pidfd.reset();
     b.pid = 0;
     b.set_state(Backend::State::down, proto::Role::spare);
-    b.next_attempt_ns = mono_ns() + uint64_t{opt_.reconnect_ms} * 1'000'000;
+    b.next_attempt_ns = mono_ns() + reconnect_delay_ns(b);
   }
 
   // One detector fired for b: count and log it, fence the domain when it may
@@ -551,8 +684,13 @@ class Frontend {
                          {"role", was_active ? "active" : "spare"}, {"detail", why}};
     if (silent_ns != 0) ev["detection_latency_us"] = silent_ns / 1000;
     events_.emit("detect", ev);
-    if (d != Detector::crash) fence(b, d);
+    // A hang-up from a domain that is still running (not dying) is no
+    // crash it recovers from by itself: it is fenced like any other.
+    if (d != Detector::crash || still_running(b)) fence(b, d);
     b.failed_before = true;
+    bool quick = b.ready_ns == 0 || t0 - b.ready_ns < kQuickFailureNs;
+    b.quick_failures = quick ? b.quick_failures + 1 : 0;
+    b.ready_ns = 0;
     if (!was_active) {
       close_backend(b);
       return promote_spare();
@@ -582,6 +720,12 @@ class Frontend {
     if (silent_ns != 0) stats_->last_detect_us.store(silent_ns / 1000, std::memory_order_relaxed);
   }
 
+  bool still_running(const Backend& b) const {
+    if (b.pid <= 0) return false;
+    ProcSample s = sample_process(b.pid);
+    return s.alive && !s.exiting;
+  }
+
   // A hung or misbehaving domain must not transmit again once its frames
   // are re-posted elsewhere, and every other frontend must learn of the
   // verdict: SIGKILL does both (the others see the hang-up at once).
@@ -599,13 +743,13 @@ class Frontend {
   // Makes `next` active, re-posts what `failed` took but never finished and
   // announces the app's addresses so the switch learns the new port.
   void switch_to(Backend& next, Backend& failed, uint64_t t0) {
-    proto::send_message(next.sock.get(), proto::Activate{proto::Role::active});
+    activate(next);
     set_active(next);
     arm_watchdog(next, true);
     stats::add(stats_->failovers, 1);
     unsigned replayed = replay(next, failed);
     unsigned announced = announce(next);
-    ring::kick(next.kick_driver.get());
+    ring::kick(next.doorbell.get());
     uint64_t took = mono_ns() - t0;
     stats_->last_switch_us.store(took / 1000, std::memory_order_relaxed);
     events_.emit("switch", {{"from", failed.domain()}, {"to", next.domain()}, {"replayed", replayed},
@@ -661,7 +805,7 @@ class Frontend {
     held_.clear();
     stats::add(stats_->hold_drops, dropped);
     posted += announce(b);
-    ring::kick(b.kick_driver.get());
+    ring::kick(b.doorbell.get());
     events_.emit("resume", {{"to", b.domain()}, {"posted", posted}, {"dropped", dropped}});
     spdlog::info("frontend {}: resumed on {}", opt_.name, b.name);
   }
@@ -706,7 +850,10 @@ class Frontend {
   bool tap_armed_ = true;
   uint64_t last_traffic_ns_ = 0;
   std::deque<std::vector<std::byte>> held_;  // see hold()
-  RxProbe rx_probe_;
+  RxProbe rx_probe_;  // timed on clock_
+  uint64_t rx_probe_pass_ = 0;  // the active domain's passes when the last question went out
+  uint64_t rx_probe_overruns_ = 0;  // its NIC's overruns when last seen
+  WatchClock clock_;
   bool resuming_ = false;                     // frames held, waiting for a domain
 };
 
@@ -732,8 +879,9 @@ Result<std::unique_ptr<Frontend>> setup(const FrontendOptions& o) {
     events = std::move(*e);
     events.set_source("front-" + o.name);
   }
-  return std::make_unique<Frontend>(o, std::move(*tap), std::move(ep), std::move(*st),
-                                    std::move(events));
+  auto f = std::make_unique<Frontend>(o, std::move(*tap), std::move(ep), std::move(*st), std::move(events));
+  if (auto s = f->prepare_regions(); !s) return tl::unexpected(s.error());
+  return f;
 }
 
 }  // namespace

@@ -33,6 +33,7 @@ struct FrontendOptions {
   uint32_t slot_size = 65600;
   uint32_t spin_us = 50;
   uint32_t reconnect_ms = 20;
+  uint32_t handshake_timeout_ms = 1000;  // each handshake step; see watch_handshake
   uint32_t hang_timeout_ms = 6;    // see frontend/watchdog.hpp
   uint32_t stall_timeout_ms = 100;
   bool fence = true;   // SIGKILL a domain found hung, stalled or corrupt

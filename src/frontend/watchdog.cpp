@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -36,36 +37,87 @@ ProcSample sample_process(pid_t pid) {
   return s;
 }
 
+constexpr uint64_t kMaxGapNs = 2'000'000;
+
+std::string where_is(pid_t pid) {
+  std::ifstream sys(fmt::format("/proc/{}/syscall", pid));
+  std::string call;
+  sys >> call;
+  std::ifstream wchan(fmt::format("/proc/{}/wchan", pid));
+  std::string in;
+  wchan >> in;
+  return fmt::format("syscall {}, waiting in {}", call.empty() ? "?" : call, in.empty() || in == "0" ? "-" : in);
+}
+
 void Watchdog::reset(uint64_t now, uint64_t heartbeat, uint32_t tx_done) {
   beat_ = heartbeat;
   beat_ns_ = now;
   demand_ns_ = 0;
   done_ = tx_done;
-  done_ns_ = now;
+  last_check_ns_ = now;
+  stuck_watched_ns_ = watched_ns_;
+  stuck_pass_known_ = false;
 }
 
-Verdict Watchdog::check(uint64_t now, uint64_t heartbeat, uint32_t tx_done, uint32_t tx_in_flight,
-                        const std::function<ProcSample()>& sample) {
-  if (heartbeat != beat_) {
-    beat_ = heartbeat;
+void Watchdog::watch_time(uint64_t now) {
+  watched_ns_ += std::min(since(now, last_check_ns_), kMaxGapNs);
+  last_check_ns_ = std::max(now, last_check_ns_);
+}
+
+Verdict Watchdog::check(uint64_t now, const Seen& seen, const std::function<ProcSample()>& sample) {
+  watch_time(now);
+  if (seen.heartbeat != beat_) {
+    beat_ = seen.heartbeat;
     beat_ns_ = now;
     demand_ns_ = 0;
   }
-  if (tx_in_flight == 0 || tx_done != done_) {
-    done_ = tx_done;
-    done_ns_ = now;
-  }
   if (Verdict v = check_hang(now, sample); v != Verdict::ok) return v;
+  return check_stall(now, seen);
+}
+
+Verdict Watchdog::check_stall(uint64_t now, const Seen& seen) {
+  if (seen.tx_in_flight == 0 || seen.tx_done != done_) {
+    done_ = seen.tx_done;
+    stuck_watched_ns_ = watched_ns_;
+    stuck_pass_known_ = false;
+    return Verdict::ok;
+  }
+  if (seen.passes_count && !stuck_pass_known_) {
+    // Read after the waiting frames were published: the pass after this
+    // one begins with them in view.
+    stuck_pass_ = seen.passes;
+    stuck_pass_known_ = true;
+  }
   // Only a domain that is seen beating can be stalled; a silent one is the
   // hang check's to judge (it knows starvation from failure).
-  bool beating = since(now, beat_ns_) < cfg_.hang_timeout_ns / 2;
-  if (beating && since(now, done_ns_) >= cfg_.stall_timeout_ns) {
-    silent_ns_ = since(now, done_ns_);
-    detail_ = fmt::format("{} TX frames not taken for {:.1f} ms while the heartbeat went on",
-                          tx_in_flight, static_cast<double>(silent_ns_) / 1e6);
-    return Verdict::stall;
+  if (since(now, beat_ns_) >= cfg_.hang_timeout_ns / 2) return Verdict::ok;
+  uint64_t stuck_ns = watched_ns_ - stuck_watched_ns_;
+  if (!stuck_pass_known_ || !seen.passes_count) {
+    // Not yet acknowledged as active (the handshake watch covers that), or
+    // no pass to go by: only a very long wait is a stall.
+    return stuck_ns >= cfg_.starve_limit_ns ? stall(seen, stuck_ns, "while the heartbeat went on") : Verdict::ok;
   }
-  return Verdict::ok;
+  uint64_t passes = seen.passes - stuck_pass_;
+  if (passes < 2) {
+    // Beats without passes: one pass is taking long (many frontends, the
+    // host's load); the hang check judges a pass that never ends.
+    return stuck_ns >= cfg_.starve_limit_ns ? stall(seen, stuck_ns, "and the driver's loop made no pass")
+                                             : Verdict::ok;
+  }
+  if (seen.tx_busy_pass + 2 >= seen.passes) {
+    // The NIC refused them in a recent pass: backpressure, unless it lasts
+    // as long as a NIC's transmit watchdog would wait.
+    return stuck_ns >= cfg_.stall_timeout_ns ? stall(seen, stuck_ns, "with the NIC refusing them") : Verdict::ok;
+  }
+  if (stuck_ns < cfg_.stall_min_ns) return Verdict::ok;
+  return stall(seen, stuck_ns, fmt::format("for {} passes of the driver's loop", passes));
+}
+
+Verdict Watchdog::stall(const Seen& seen, uint64_t stuck_ns, const std::string& why) {
+  silent_ns_ = stuck_ns;
+  detail_ = fmt::format("{} TX frames not taken in {:.1f} ms {}", seen.tx_in_flight,
+                        static_cast<double>(stuck_ns) / 1e6, why);
+  return Verdict::stall;
 }
 
 Verdict Watchdog::dying(uint64_t now, const ProcSample& s) {
@@ -97,27 +149,38 @@ Verdict Watchdog::check_hang(uint64_t now, const std::function<ProcSample()>& sa
     detail_ = fmt::format("no heartbeat for {:.1f} ms: the domain is stopped", ms);
     return Verdict::hang;
   }
-  if (s.state != 'R') {
+  // A NIC call can legitimately hold the CPU for milliseconds: a batch sent
+  // through a veth runs the receiving stack in the sender's time (4.7 ms
+  // seen on a 2-core VM for a spare's first pass after a failover, 8 ms
+  // under a parallel compile), and so can control work at a connection
+  // storm. The driver says so in the heartbeat's low bit; such a call, like
+  // an uninterruptible wait, is the kernel's work and judged only at the
+  // kernel-call limit. Asleep is different: the driver's NIC calls never
+  // block, so a kicked domain asleep anywhere is hung.
+  bool in_kernel = (beat_ & 1) != 0 || s.state == 'D';
+  if (s.state != 'R' && s.state != 'D') {
     detail_ = fmt::format("no heartbeat for {:.1f} ms: asleep (state {}) although kicked", ms,
                           s.state);
     return Verdict::hang;
   }
   uint64_t ran = s.cpu_ns - cpu_at_demand_ns_;
-  // A NIC call can legitimately hold the CPU for milliseconds: a batch sent
-  // through a veth runs the receiving stack in the sender's time (4.7 ms
-  // seen on a 2-core VM for a spare's first pass after a failover, 8 ms
-  // under a parallel compile). The driver says so in the heartbeat's low
-  // bit; such a call is judged like starvation. Outside one, most of the
-  // time since the kick spent on a CPU without a beat is a spin.
-  bool in_nic_call = (beat_ & 1) != 0;
-  if (ran >= asked / 4 * 3 && !in_nic_call) {
-    detail_ = fmt::format("no heartbeat for {:.1f} ms while running {:.1f} ms on a CPU", ms,
-                          static_cast<double>(ran) / 1e6);
+  double ran_ms = static_cast<double>(ran) / 1e6;
+  // Outside one, most of the time since the kick spent on a CPU without a
+  // beat is a spin.
+  if (ran >= asked / 4 * 3 && !in_kernel) {
+    detail_ = fmt::format("no heartbeat for {:.1f} ms while running {:.1f} ms on a CPU", ms, ran_ms);
+    return Verdict::hang;
+  }
+  // Inside one, only a call that keeps the CPU (a livelock in the kernel)
+  // is judged early; a domain waiting for a CPU is the host's overload.
+  if (in_kernel && silent_ns_ >= cfg_.kernel_limit_ns && ran >= asked / 2) {
+    detail_ = fmt::format("no heartbeat for {:.1f} ms inside one NIC call, {:.1f} ms of it on a CPU (state {})",
+                          ms, ran_ms, s.state);
     return Verdict::hang;
   }
   if (silent_ns_ >= cfg_.starve_limit_ns) {
-    detail_ = in_nic_call ? fmt::format("no heartbeat for {:.1f} ms inside one NIC call", ms)
-                          : fmt::format("no heartbeat for {:.1f} ms, runnable but given no CPU", ms);
+    detail_ = fmt::format("no heartbeat for {:.1f} ms, runnable but given no CPU ({:.1f} ms since the kick)",
+                          ms, ran_ms);
     return Verdict::hang;
   }
   return Verdict::ok;

@@ -23,6 +23,13 @@ const std::vector<FaultInfo>& faults() {
       {Fault::regflip, "regflip",
        "one random bit of one random register of a driver thread flips at a random moment "
        "(ptrace; --seed makes the choice reproducible): a crash, a hang, wrong frames or nothing"},
+      {Fault::wedge, "wedge",
+       "the domain clears O_NONBLOCK on every descriptor it shares with its frontends, floods "
+       "them, and blocks"},
+      {Fault::deaf, "deaf",
+       "the domain stops answering its control socket: a frontend that connects now never gets "
+       "past its hello"},
+      {Fault::hangup, "hangup", "the domain hangs up on every frontend, again and again, and stays alive"},
   };
   return list;
 }

@@ -33,6 +33,10 @@ enum class Fault : uint32_t {
   freeze,     // SIGSTOP of the whole domain
   link_down,  // sets the domain's NIC down
   regflip,    // one bit of one register of one thread flipped through ptrace (regflip.hpp)
+  // inside the domain again: a domain turned against its frontends
+  wedge,   // tries to make its frontends block on their doorbells, then blocks itself
+  deaf,    // stops answering control messages (new frontends never get past hello)
+  hangup,  // hangs up on every frontend again and again while staying alive
 };
 
 struct FaultInfo {

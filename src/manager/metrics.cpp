@@ -45,6 +45,7 @@ constexpr std::pair<std::string_view, std::string_view> kHelp[] = {
     {"nicguard_driver_nic_tx_bytes_total", "Bytes sent on the NIC"},
     {"nicguard_driver_nic_tx_errors_total", "Frames the NIC refused to send"},
     {"nicguard_driver_rx_unclaimed_total", "Unicast frames from the NIC for no connected app"},
+    {"nicguard_driver_nic_rx_overruns_total", "Frames the NIC dropped because the driver read them too late"},
     {"nicguard_driver_heartbeat_total",
      "Heartbeats of the driver domain's loop (stop when it hangs)"},
     {"nicguard_driver_connection_rx_frames_total", "Frames delivered to the app's frontend"},

@@ -78,6 +78,7 @@ void add_driver_stats(json& j, const stats::DriverStats& s) {
   j["counters"] = {{"nic_rx_frames", load(s.nic_rx_frames)}, {"nic_rx_bytes", load(s.nic_rx_bytes)},
                    {"nic_tx_frames", load(s.nic_tx_frames)}, {"nic_tx_bytes", load(s.nic_tx_bytes)},
                    {"nic_tx_errors", load(s.nic_tx_errors)}, {"rx_unclaimed", load(s.rx_unclaimed)},
+                   {"nic_rx_overruns", load(s.nic_rx_overruns)},
                    {"heartbeat", load(s.heartbeat)}};
   for (const auto& k : s.conns) {
     if (k.in_use.load(std::memory_order_acquire) == 0) continue;

@@ -237,7 +237,12 @@ Status send_message(int sock, const Message& m, std::span<const int> fds) {
   do {
     n = ::sendmsg(sock, &msg, MSG_NOSIGNAL);
   } while (n < 0 && errno == EINTR);
-  if (n < 0) return fail_errno("sending {} on the control socket", type_name(m));
+  if (n < 0) {
+    bool gone = errno == EPIPE || errno == ECONNRESET || errno == ENOTCONN;
+    auto e = fail_errno("sending {} on the control socket", type_name(m));
+    e.value().peer_gone = gone;
+    return e;
+  }
   return {};
 }
 
@@ -261,7 +266,12 @@ Result<Received> recv_message(int sock, int timeout_ms) {
   do {
     n = ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC | MSG_DONTWAIT);
   } while (n < 0 && errno == EINTR);
-  if (n < 0) return fail_errno("reading the control socket");
+  if (n < 0) {
+    bool gone = errno == ECONNRESET || errno == EPIPE || errno == ENOTCONN;
+    auto e = fail_errno("reading the control socket");
+    e.value().peer_gone = gone;
+    return e;
+  }
   Received out;
   for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
     if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
@@ -273,7 +283,11 @@ Result<Received> recv_message(int sock, int timeout_ms) {
       }
     }
   }
-  if (n == 0) return fail("the peer closed the control socket");
+  if (n == 0) {
+    auto e = fail("the peer closed the control socket");
+    e.value().peer_gone = true;
+    return e;
+  }
   if (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) {
     return fail("control message truncated in transit (oversized or too many descriptors)");
   }

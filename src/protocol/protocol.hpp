@@ -2,9 +2,9 @@
 // Control protocol between a frontend and a driver domain, on a Unix
 // SOCK_SEQPACKET socket (one message per packet). Every message starts with a
 // fixed header; integers are little-endian. The frontend opens with Hello,
-// the driver answers HelloAck, the frontend sends Setup together with three
-// descriptors (the region memfd, the driver's kick eventfd, the frontend's
-// kick eventfd), the driver answers SetupAck once the rings are mapped.
+// the driver answers HelloAck, the frontend sends Setup together with two
+// descriptors (the region memfd and the driver's end of the doorbell
+// socketpair, ring.hpp), the driver answers SetupAck once the rings are mapped.
 // Activate switches the connection between the active and spare roles.
 #include <array>
 #include <cstdint>
@@ -19,7 +19,7 @@
 namespace ng::protocol {
 
 inline constexpr uint32_t kMagic = 0x3150474e;  // "NGP1"
-inline constexpr uint16_t kVersion = 1;
+inline constexpr uint16_t kVersion = 2;
 inline constexpr size_t kHeaderSize = 12;
 inline constexpr size_t kMaxMessage = 512;
 inline constexpr size_t kMaxName = 64;
@@ -48,7 +48,7 @@ struct HelloAck {
   uint32_t nic_mtu = 0;
 };
 
-// Accompanied by SCM_RIGHTS: [region memfd, driver kick eventfd, frontend kick eventfd].
+// Accompanied by SCM_RIGHTS: [region memfd, the driver's end of the doorbell].
 struct Setup {
   Mac mac{};
   uint32_t mtu = 0;

@@ -157,4 +157,14 @@ void Consumer::finish(uint32_t n) {
   ring_.control->done.value.store(done_, std::memory_order_release);
 }
 
+Status make_doorbell(UniqueFd& mine, UniqueFd& theirs) {
+  int sv[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv) != 0) {
+    return fail_errno("creating a doorbell socketpair");
+  }
+  mine.reset(sv[0]);
+  theirs.reset(sv[1]);
+  return {};
+}
+
 }  // namespace ng::ring

@@ -17,6 +17,7 @@
 //
 // The peer is untrusted: every index or descriptor read from the region is
 // loaded once into a local copy and validated before use.
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -24,11 +25,12 @@
 #include <cstdint>
 
 #include "common/error.hpp"
+#include "common/fd.hpp"
 
 namespace ng::ring {
 
 inline constexpr uint32_t kMagic = 0x3152474e;  // "NGR1"
-inline constexpr uint32_t kLayoutVersion = 1;
+inline constexpr uint32_t kLayoutVersion = 2;
 inline constexpr size_t kCacheLine = 64;
 inline constexpr size_t kPage = 4096;
 inline constexpr uint32_t kMinSlots = 8;
@@ -68,8 +70,20 @@ struct RegionHeader {
   uint32_t reserved;
   uint64_t region_size;
   Counter64 heartbeat;   // advanced by the driver's packet loop
-  Flag driver_sleeping;  // driver is (about to be) blocked on its eventfd
-  Flag front_sleeping;   // frontend is (about to be) blocked on its eventfd
+  // Advanced by the driver at the start of every pass of its packet loop:
+  // frames that stay untaken across passes are the evidence of a stall.
+  Counter64 passes;
+  // The pass in which the driver last found this ring's frames and the NIC
+  // refusing them (a full NIC queue): backpressure, not a stall.
+  Counter64 tx_busy_pass;
+  // Frames the driver's NIC dropped because the driver read too late: an
+  // overloaded domain, not a broken receive path.
+  Counter64 rx_overruns;
+  // The last pass in which the driver read its NIC until it had nothing
+  // more: every frame that arrived before that pass began was delivered.
+  Counter64 rx_drained_pass;
+  Flag driver_sleeping;  // driver is (about to be) blocked on its doorbell
+  Flag front_sleeping;   // frontend is (about to be) blocked on its doorbell
   RingControl tx;        // frontend produces, driver consumes
   RingControl rx;        // driver produces, frontend consumes
 };
@@ -174,8 +188,8 @@ class Consumer {
 
 // Sleep/kick handshake. `mine` is this side's sleeping flag, `peer` the other
 // side's. Call prepare_sleep(), re-check for work, then either cancel_sleep()
-// or block; after publishing, peer_needs_kick() says whether to write the
-// peer's eventfd.
+// or block; after publishing, peer_needs_kick() says whether to ring the
+// peer's doorbell.
 inline void prepare_sleep(Flag& mine) {
   mine.value.store(1, std::memory_order_relaxed);
   std::atomic_thread_fence(std::memory_order_seq_cst);
@@ -186,15 +200,23 @@ inline bool peer_needs_kick(const Flag& peer) {
   return peer.value.load(std::memory_order_relaxed) != 0;
 }
 
-// Eventfd kicks. A failed write can only mean the counter is saturated,
-// i.e. the peer has plenty of wake-ups pending already.
-inline void kick(int eventfd) {
-  uint64_t one = 1;
-  [[maybe_unused]] auto r = ::write(eventfd, &one, sizeof(one));
+// Doorbells: one end each of a SOCK_STREAM socketpair per connection, one
+// byte per kick. Not eventfds: an eventfd's O_NONBLOCK lives in the file
+// description both sides share, so a domain could clear it and saturate the
+// counter, and the frontend's next kick would block for good. Sockets take
+// MSG_DONTWAIT per call, and each end is its own file. A full socket means
+// the peer has plenty of wake-ups pending already.
+Status make_doorbell(UniqueFd& mine, UniqueFd& theirs);
+inline void kick(int doorbell) {
+  char one = 1;
+  [[maybe_unused]] auto r = ::send(doorbell, &one, 1, MSG_DONTWAIT | MSG_NOSIGNAL);
 }
-inline void drain(int eventfd) {
-  uint64_t v;
-  [[maybe_unused]] auto r = ::read(eventfd, &v, sizeof(v));
+// Takes the pending kicks; false once the peer closed its end (a readable
+// doorbell that yields nothing would otherwise wake the caller for ever).
+inline bool drain(int doorbell) {
+  char buf[4096];
+  ssize_t r = ::recv(doorbell, buf, sizeof(buf), MSG_DONTWAIT);
+  return r != 0;
 }
 
 }  // namespace ng::ring

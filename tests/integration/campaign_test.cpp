@@ -5,10 +5,16 @@
 #include <gtest/gtest.h>
 
 #include <fmt/format.h>
+#include <fmt/ranges.h>
 
+#include <sys/types.h>
+#include <unistd.h>
+
+#include <filesystem>
 #include <fstream>
 #include <map>
 
+#include "campaign/campaign.hpp"
 #include "support.hpp"
 
 namespace ng::it {
@@ -129,6 +135,116 @@ TEST(CampaignTest, BadKindIsRefusedBeforeAnythingIsBuilt) {
   EXPECT_NE(r.err.find("meltdown"), std::string::npos) << r.err;
 }
 
+TEST(CampaignTest, BadAppsOrLoadIsRefusedBeforeAnythingIsBuilt) {
+  TempDir out("ng-campaign");
+  for (const char* bad : {"--apps 0", "--apps 65", "--load gpu", "--load cpu,disk"}) {
+    auto r = run(fmt::format("{} campaign --kind none {} --runs 1 --out {}", quote(kNicguard), bad,
+                             quote(out.path())),
+                 20s);
+    EXPECT_EQ(r.exit_code, 2) << r.describe();
+    EXPECT_NE(r.err.find(bad[2] == 'a' ? "--apps" : "--load"), std::string::npos) << r.err;
+  }
+  EXPECT_FALSE(std::filesystem::exists(out.file("summary.json")));
+}
+
+// The campaign through its C++ API, bounded: past `limit` it stops after the
+// current run (and the test then fails on `interrupted`).
+ng::campaign::CampaignOptions api_options(std::chrono::seconds limit) {
+  ng::campaign::CampaignOptions o;
+  o.binary = kNicguard;  // the labs' manager: not this test binary
+  o.command = "campaign integration test";
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  o.interrupted = [deadline] { return std::chrono::steady_clock::now() > deadline; };
+  return o;
+}
+
+// Processes this test started that are still running: a campaign leaves none.
+std::vector<std::string> live_children() {
+  std::vector<std::string> out;
+  const std::string parent = fmt::format(" {} ", ::getpid());
+  for (const auto& e : std::filesystem::directory_iterator("/proc")) {
+    auto stat = read_file(e.path().string() + "/stat");
+    auto close = stat.rfind(')');
+    if (close == std::string::npos || close + 2 >= stat.size()) continue;
+    char state = stat[close + 2];
+    // "S PPID ..." after the command name.
+    if (state == 'Z' || stat.compare(close + 3, parent.size(), parent) != 0) continue;
+    out.push_back(e.path().filename().string() + " " + process_cmdline(std::stoi(e.path().filename().string())));
+  }
+  return out;
+}
+
+// Nothing injected, under both loads, across four apps: the runs count the
+// detectors' false alarms (how many is the detectors' business, not this
+// test's), no run takes a fault's outcome, every app's stream is measured,
+// and no process of the campaign (load, echoes, nginx, lab) outlives it.
+TEST(CampaignTest, NoneRunsCountFalseAlarmsUnderLoadOnEveryApp) {
+  auto o = api_options(100s);
+  o.kinds = {"none"};
+  o.apps = 4;
+  o.load = {"cpu", "tcp"};
+  o.runs = 2;
+  auto result = ng::campaign::run_campaign(o);
+  ASSERT_TRUE(result) << result.error().message;
+  EXPECT_FALSE(result->interrupted);
+  EXPECT_TRUE(live_children().empty()) << fmt::format("{}", fmt::join(live_children(), "\n"));
+  TempDir out("ng-campaign");
+  ASSERT_TRUE(ng::campaign::write_report(out.path(), result->runs, result->timelines, result->info));
+  auto summary = nlohmann::json::parse(read_file(out.file("summary.json")), nullptr, false);
+  ASSERT_TRUE(summary.is_object()) << read_file(out.file("summary.json"));
+  ASSERT_TRUE(summary.contains("false_detections")) << summary.dump(2);
+  EXPECT_TRUE(summary["false_detections"].is_number()) << summary.dump(2);
+  ASSERT_EQ(summary["groups"].size(), 1u) << summary.dump(2);
+  EXPECT_TRUE(summary["groups"][0]["false_detections"].is_number()) << summary.dump(2);
+  EXPECT_EQ(summary["load"]["kinds"], (nlohmann::json{"cpu", "tcp"})) << summary.dump(2);
+  EXPECT_TRUE(summary["load"]["loadavg_1min_start"].is_number()) << summary.dump(2);
+  EXPECT_TRUE(summary["load"]["loadavg_1min_end"].is_number()) << summary.dump(2);
+  ASSERT_EQ(result->runs.size(), 2u);
+  for (const auto& r : result->runs) {
+    EXPECT_TRUE(r.outcome == ng::campaign::Outcome::no_effect || r.outcome == ng::campaign::Outcome::false_alarm)
+        << "run " << r.run << ": " << ng::campaign::outcome_name(r.outcome);
+    EXPECT_EQ(r.false_detections.empty(), r.outcome == ng::campaign::Outcome::no_effect) << r.run;
+    // Where no detector fired nothing failed over, so every app's stream
+    // was echoed: none was silent for the whole window.
+    if (r.outcome == ng::campaign::Outcome::no_effect) {
+      EXPECT_LT(r.interruption_all_apps_ms, o.window_ms) << r.run << " " << r.worst_app;
+    }
+    EXPECT_FALSE(r.worst_app.empty()) << r.run;
+  }
+  EXPECT_NE(read_file(out.file("runs.csv")).find("interruption_all_apps_ms,worst_app"), std::string::npos);
+}
+
+// One crash with nginx in app1 and HTTP clients in the external host: the
+// run carries HTTP figures and the summary compares them with no fault.
+TEST(CampaignTest, HttpFiguresForEveryRunAndTheNoFaultComparison) {
+  auto o = api_options(60s);
+  o.kinds = {"crash"};
+  o.runs = 1;
+  o.http = true;
+  auto result = ng::campaign::run_campaign(o);
+  ASSERT_TRUE(result) << result.error().message;
+  EXPECT_FALSE(result->interrupted);
+  EXPECT_TRUE(live_children().empty()) << fmt::format("{}", fmt::join(live_children(), "\n"));
+  ASSERT_EQ(result->runs.size(), 1u);
+  const auto& r = result->runs[0];
+  ASSERT_TRUE(r.http.has_value());
+  EXPECT_GT(r.http->requests, 0u);  // the clients reached nginx through the data path
+  TempDir out("ng-campaign");
+  ASSERT_TRUE(ng::campaign::write_report(out.path(), result->runs, result->timelines, result->info));
+  auto summary = nlohmann::json::parse(read_file(out.file("summary.json")), nullptr, false);
+  ASSERT_TRUE(summary.is_object());
+  const auto& http = summary["groups"][0]["http"];
+  ASSERT_TRUE(http.is_object()) << summary.dump(2);
+  EXPECT_TRUE(http["failed_requests"].is_number()) << http.dump();
+  for (const char* q : {"p50", "p99", "max"}) EXPECT_TRUE(http["latency_ms"][q].is_number()) << http.dump();
+  EXPECT_TRUE(http["no_fault"]["latency_ms_max"].is_number()) << http.dump();
+  EXPECT_TRUE(summary["http"]["failed_requests"].is_number()) << summary.dump(2);
+  auto csv = read_file(out.file("runs.csv"));
+  EXPECT_NE(csv.find("http_failed"), std::string::npos);
+  EXPECT_EQ(csv.find(",,,,,,\n"), std::string::npos) << csv;  // the HTTP columns are filled
+  EXPECT_NE(read_file(out.file("report.html")).find("<h2>HTTP"), std::string::npos);
+}
+
 TEST(DemoTest, OneCrashPerPolicyIsDetectedAndReported) {
   TempDir out("ng-demo");
   auto r = run(fmt::format("timeout -k 10 240 {} demo --runs 1 --faults crash --json --out {}",
@@ -148,3 +264,4 @@ TEST(DemoTest, OneCrashPerPolicyIsDetectedAndReported) {
 
 }  // namespace
 }  // namespace ng::it
+

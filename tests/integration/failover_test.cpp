@@ -118,6 +118,11 @@ class FailoverTest : public ::testing::Test {
     EXPECT_TRUE(wait_until([&] { return has_event(lab, before, want); }, kDetectLimit, 5ms))
         << fault << " in driver-" << victim << " was not found by " << detector << "\n"
         << event_lines(lab) << lab.logs();
+    if (expect_fence_) {
+      EXPECT_TRUE(wait_until([&] { return has_event(lab, before, {{"event", "fence"}, {"domain", "driver-" + victim}}); },
+                             kDetectLimit, 5ms))
+          << fault << ": driver-" << victim << " was not fenced\n" << event_lines(lab);
+    }
     EXPECT_TRUE(wait_until([&] { return spare_is_back(lab, victim); }, kRejoinLimit))
         << "driver-" << victim << " did not come back as the spare\n"
         << lab.status_table() << event_lines(lab) << lab.logs();
@@ -147,6 +152,7 @@ class FailoverTest : public ::testing::Test {
     expect_traffic_survived(lab, traffic);
   }
 
+  bool expect_fence_ = false;  // the detecting frontend must also fence the domain
   static inline std::unique_ptr<TempDir> files_;
   static inline RandomFile file_;
   static inline std::string file_error_;
@@ -200,6 +206,46 @@ TEST_F(FailoverTest, TransmitStallWithHeartbeatAlive) { survive_two("stall-tx", 
 
 TEST_F(FailoverTest, CorruptDescriptorsAreAProtocolViolation) {
   survive_two("corrupt", "protocol-violation");
+}
+
+// A domain turned against its frontends: it makes every descriptor it
+// shares with them blocking, floods them and blocks. The frontend must not
+// block with it: it finds the hang and fences the domain.
+TEST_F(FailoverTest, DomainThatWedgesItsDoorbellIsAHangAndFenced) {
+  expect_fence_ = true;
+  survive_two("wedge", "hang");
+}
+
+// A hang-up from a domain that stays alive is fenced, not just counted.
+TEST_F(FailoverTest, DomainThatHangsUpAgainAndAgainIsFenced) {
+  expect_fence_ = true;
+  survive_two("hangup", "crash");
+}
+
+// A preferred domain that accepts a frontend but never answers its hello
+// would keep the spare from ever becoming active: the handshake deadline
+// finds it, fences it, and the frontend starts on the spare.
+TEST_F(FailoverTest, DomainThatNeverAnswersHelloIsPassedOver) {
+  LabGuard lab;
+  ASSERT_TRUE(lab.ok()) << lab.error();
+  std::string victim = active_driver(lab);
+  ASSERT_FALSE(victim.empty()) << lab.status_table();
+  auto r = inject(lab, victim, "deaf");
+  ASSERT_TRUE(r.ok()) << r.describe();
+  auto s = lab.status();
+  ASSERT_TRUE(s && s->at("apps")[0].at("pid").is_number()) << lab.status_table();
+  size_t before = read_events(lab).size();
+  // The manager restarts the frontend, which connects to the deaf domain first.
+  ASSERT_EQ(::kill(s->at("apps")[0].at("pid").get<pid_t>(), SIGKILL), 0);
+  Json want = {{"event", "detect"}, {"detector", "hang"}, {"domain", "driver-" + victim}};
+  EXPECT_TRUE(wait_until([&] { return has_event(lab, before, want); }, 10s, 5ms))
+      << event_lines(lab) << lab.logs();
+  EXPECT_TRUE(has_event(lab, before, {{"event", "fence"}, {"domain", "driver-" + victim}})) << event_lines(lab);
+  EXPECT_TRUE(wait_until([&] { auto a = active_driver(lab); return !a.empty() && a != victim; }, kRejoinLimit))
+      << lab.status_table() << event_lines(lab);
+  const auto& app = lab.apps().at(0);
+  auto ping = run_in(lab.ext_ns(), "ping -c 3 -i 0.2 -W 2 " + app.ipv4, 20s);
+  EXPECT_TRUE(ping.ok()) << ping.describe() << event_lines(lab);
 }
 
 TEST_F(FailoverTest, CarrierLossOnTheDomainsNic) { survive_two("link-down", "carrier", "manager"); }

@@ -1,10 +1,14 @@
-// The campaign's pure parts: how a run is classified and how its silence is
-// measured. The campaign itself runs in tests/integration/campaign_test.cpp.
+// The campaign's pure parts: how a run is classified, how its silence is
+// measured, which options it refuses, when its apps are ready, what its HTTP
+// clients saw. The campaign itself runs in tests/integration/campaign_test.cpp.
 #include <gtest/gtest.h>
 
 #include <set>
 
+#include <fmt/format.h>
+
 #include "campaign/campaign.hpp"
+#include "campaign/load.hpp"
 
 namespace ng::campaign {
 namespace {
@@ -132,6 +136,148 @@ TEST(CampaignOptionsCheck, BadInputIsNamed) {
   EXPECT_TRUE(check_options(o));
   o.runs = 0;
   EXPECT_FALSE(check_options(o));
+}
+
+TEST(CampaignOptionsCheck, AppsOutOfRangeIsRefusedWithTheRange) {
+  CampaignOptions o;
+  for (int apps : {0, -1, 65}) {
+    o.apps = apps;
+    auto s = check_options(o);
+    ASSERT_FALSE(s) << apps;
+    EXPECT_NE(s.error().message.find(fmt::format("--apps {}", apps)), std::string::npos) << s.error().message;
+    EXPECT_NE(s.error().message.find("1 to 64"), std::string::npos) << s.error().message;
+  }
+  for (int apps : {1, 2, 64}) {
+    o.apps = apps;
+    EXPECT_TRUE(check_options(o)) << apps;
+  }
+}
+
+TEST(CampaignOptionsCheck, UnknownLoadIsNamedWithTheChoices) {
+  CampaignOptions o;
+  o.load = {"cpu", "gpu"};
+  auto s = check_options(o);
+  ASSERT_FALSE(s);
+  EXPECT_NE(s.error().message.find("'gpu'"), std::string::npos) << s.error().message;
+  EXPECT_NE(s.error().message.find("cpu"), std::string::npos) << s.error().message;
+  EXPECT_NE(s.error().message.find("tcp"), std::string::npos) << s.error().message;
+  o.load = {"cpu", "tcp"};
+  EXPECT_TRUE(check_options(o));
+  o.load = {"tcp"};
+  EXPECT_TRUE(check_options(o));
+}
+
+TEST(CampaignOptionsCheck, NoneIsAKindThoughNoFault) {
+  CampaignOptions o;
+  o.kinds = {"none"};
+  EXPECT_TRUE(check_options(o));
+  o.kinds = {"none", "crash"};
+  EXPECT_TRUE(check_options(o));
+  o.kinds = {"nothing"};
+  auto s = check_options(o);
+  ASSERT_FALSE(s);
+  EXPECT_NE(s.error().message.find("none"), std::string::npos) << s.error().message;  // offered as a choice
+}
+
+TEST(CampaignClassify, NoInjectionWithADetectionIsAFalseAlarm) {
+  Observation o = seen(true, true, 3);
+  o.injected = false;
+  EXPECT_EQ(classify(o), Outcome::false_alarm);
+  o.flowing_at_end = false;  // whatever the traffic did
+  EXPECT_EQ(classify(o), Outcome::false_alarm);
+}
+
+TEST(CampaignClassify, NoInjectionWithoutADetectionIsNoEffect) {
+  Observation o = seen(false, true, 3);
+  o.injected = false;
+  EXPECT_EQ(classify(o), Outcome::no_effect);
+  // Nothing was injected, so a broken stream is no silent failure of a fault.
+  o.interruption_ms = 400;
+  o.flowing_at_end = false;
+  EXPECT_EQ(classify(o), Outcome::no_effect);
+}
+
+nlohmann::json app(const std::string& name, const nlohmann::json& active, std::vector<std::string> states) {
+  nlohmann::json backends = nlohmann::json::array();
+  for (const auto& st : states) backends.push_back({{"name", "x"}, {"state", st}});
+  return {{"name", name}, {"active_driver", active}, {"backends", backends}};
+}
+
+TEST(CampaignReady, EveryAppOnOneDomainWithASpare) {
+  nlohmann::json status = {{"apps", {app("app1", "b", {"spare", "active"}), app("app2", "b", {"spare", "active"})}}};
+  auto d = common_active_domain(status, true);
+  ASSERT_TRUE(d) << d.error().message;
+  EXPECT_EQ(*d, "b");
+}
+
+TEST(CampaignReady, AnAppOnAnotherDomainIsNamed) {
+  nlohmann::json status = {{"apps",
+                            {app("app1", "a", {"active", "spare"}), app("app2", "a", {"active", "spare"}),
+                             app("app3", "b", {"down", "active"})}}};
+  auto d = common_active_domain(status, true);
+  ASSERT_FALSE(d);
+  EXPECT_NE(d.error().message.find("app3 on b"), std::string::npos) << d.error().message;
+  EXPECT_NE(d.error().message.find("app1 on a"), std::string::npos) << d.error().message;
+}
+
+TEST(CampaignReady, MissingSpareOrActiveIsNamedUnlessNoSpareIsNeeded) {
+  nlohmann::json status = {{"apps", {app("app1", "a", {"active", "spare"}), app("app2", "a", {"active", "down"})}}};
+  auto d = common_active_domain(status, true);
+  ASSERT_FALSE(d);
+  EXPECT_NE(d.error().message.find("spare"), std::string::npos) << d.error().message;
+  EXPECT_NE(d.error().message.find("app2"), std::string::npos) << d.error().message;
+  EXPECT_TRUE(common_active_domain(status, false));  // the restart policy has no spare
+
+  status["apps"][1]["active_driver"] = nullptr;
+  d = common_active_domain(status, false);
+  ASSERT_FALSE(d);
+  EXPECT_NE(d.error().message.find("app2"), std::string::npos) << d.error().message;
+  EXPECT_FALSE(common_active_domain(nlohmann::json{{"apps", nlohmann::json::array()}}, false));
+}
+
+TEST(CampaignReady, ManyAppsAreNamedBriefly) {
+  nlohmann::json apps = nlohmann::json::array();
+  apps.push_back(app("app1", "a", {"active", "spare"}));
+  for (int i = 2; i <= 64; ++i) apps.push_back(app(fmt::format("app{}", i), "b", {"spare", "active"}));
+  auto d = common_active_domain({{"apps", apps}}, true);
+  ASSERT_FALSE(d);
+  EXPECT_NE(d.error().message.find("and 57 more"), std::string::npos) << d.error().message;
+}
+
+TEST(CampaignHttp, CountsTheRequestsThatOverlapTheWindow) {
+  std::vector<HttpRequest> q = {
+      {0 * kMs, 5 * kMs, true},      // ends before the window
+      {95 * kMs, 10 * kMs, true},    // begins before, ends inside: counted
+      {120 * kMs, 2 * kMs, true},    // inside
+      {150 * kMs, 1000 * kMs, false},  // timed out: a failure
+      {180 * kMs, 4 * kMs, true},    // inside
+      {200 * kMs, 1 * kMs, true},    // begins at the window's end: not counted
+  };
+  HttpFigures h = http_in(q, 100 * kMs, 200 * kMs);
+  EXPECT_EQ(h.requests, 4u);
+  EXPECT_EQ(h.failed, 1u);
+  EXPECT_DOUBLE_EQ(h.latency_ms_max, 10);  // of the successful ones
+  EXPECT_DOUBLE_EQ(h.latency_ms_p50, 4);
+  EXPECT_DOUBLE_EQ(h.latency_ms_p99, 10);
+  HttpFigures none = http_in(q, 1300 * kMs, 1400 * kMs);  // after the timed-out one ended
+  EXPECT_EQ(none.requests, 0u);
+  EXPECT_DOUBLE_EQ(none.latency_ms_max, 0);
+}
+
+TEST(CampaignLoad, LoadAverageFromProcText) {
+  EXPECT_DOUBLE_EQ(loadavg_1min("4.41 2.10 0.93 3/245 12345\n"), 4.41);
+  EXPECT_LT(loadavg_1min(""), 0);
+  EXPECT_LT(loadavg_1min("garbage"), 0);
+}
+
+TEST(CampaignLoad, DescriptionNamesTheHostsOfTheTcpLoad) {
+  auto many = describe_load({"cpu", "tcp"}, 4, 2);
+  EXPECT_NE(many.find("2 busy loops"), std::string::npos) << many;
+  EXPECT_NE(many.find("app4"), std::string::npos) << many;
+  auto one = describe_load({"tcp"}, 1, 2);
+  EXPECT_NE(one.find("app1"), std::string::npos) << one;
+  EXPECT_EQ(one.find("busy"), std::string::npos) << one;
+  EXPECT_EQ(describe_load({}, 4, 2), "");
 }
 
 }  // namespace

@@ -59,6 +59,33 @@ std::vector<RunRecord> sample_runs() {
   };
 }
 
+// The sample runs with what --apps, --http and --kind none add: every app's
+// worst silence, HTTP figures, and two none runs, one of them a false alarm.
+std::vector<RunRecord> with_new_fields() {
+  auto runs = sample_runs();
+  for (auto& r : runs) {
+    r.interruption_all_apps_ms = r.interruption_ms;
+    r.worst_app = "app1";
+  }
+  runs[0].interruption_all_apps_ms = 7.5;  // warm-spare crash: app3 was worse than app1's 3 ms
+  runs[0].worst_app = "app3";
+  runs[3].interruption_all_apps_ms = 14;  // app1's 12 ms beaten by app2
+  runs[3].worst_app = "app2";
+  runs[0].http = ng::campaign::HttpFigures{400, 2, 1.5, 9, 12, 3, 0};
+  runs[3].http = ng::campaign::HttpFigures{380, 0, 1.2, 4, 6, 2.5, 1};
+  auto none = [](int n, Outcome o, std::vector<std::string> detections) {
+    RunRecord r = run(n, "warm-spare", "none", o, detections.empty() ? "" : "hang", -1, -1, 0.3, 0.2, 0);
+    r.detail = "nothing injected";
+    r.interruption_all_apps_ms = 5.2;
+    r.worst_app = "app1";
+    r.false_detections = std::move(detections);
+    return r;
+  };
+  runs.push_back(none(10, Outcome::false_alarm, {"driver-a hang by front-app1: x", "driver-a crash by front-app2: y"}));
+  runs.push_back(none(11, Outcome::no_effect, {}));
+  return runs;
+}
+
 CampaignInfo sample_info() {
   return {"2024-05-01T10:00:00Z", "Linux 6.8 lab 2 cpus", "nicguard campaign --runs 9", 1000, 2};
 }
@@ -128,6 +155,7 @@ TEST(ReportOutcome, Names) {
   EXPECT_STREQ(outcome_name(Outcome::recovered), "recovered");
   EXPECT_STREQ(outcome_name(Outcome::not_recovered), "not-recovered");
   EXPECT_STREQ(outcome_name(Outcome::silent_failure), "silent-failure");
+  EXPECT_STREQ(outcome_name(Outcome::false_alarm), "false-alarm");
 }
 
 TEST(ReportSummary, GroupsInFirstSeenOrderWithCounts) {
@@ -166,7 +194,7 @@ TEST(ReportSummary, GroupsInFirstSeenOrderWithCounts) {
   EXPECT_EQ(ws_regflip["recovered_within_10ms_share"], 0.0);
   EXPECT_EQ(ws_regflip["outcomes"],
             (nlohmann::json{
-                {"no-effect", 1}, {"recovered", 0}, {"not-recovered", 1}, {"silent-failure", 1}}));
+                {"no-effect", 1}, {"recovered", 0}, {"not-recovered", 1}, {"silent-failure", 1}, {"false-alarm", 0}}));
   EXPECT_EQ(ws_regflip["detectors"], (nlohmann::json{{"heartbeat", 1}}));
   EXPECT_EQ(ws_regflip["tcp_connections_lost"], 2);
   EXPECT_EQ(ws_regflip["packets_lost"], 10500);
@@ -199,6 +227,69 @@ TEST(ReportSummary, PercentilesByNearestRankAndNullWhenNone) {
   EXPECT_EQ(g[3]["baseline_ms"]["p50"], 0.2);
 }
 
+TEST(ReportSummary, FalseDetectionsPerGroupAndOverallWithDetails) {
+  auto s = ng::campaign::summary_json(with_new_fields(), sample_info());
+  EXPECT_EQ(s["false_detections"], 2);
+  EXPECT_EQ(s["false_detection_details"],
+            (nlohmann::json{"run 10: driver-a hang by front-app1: x", "run 10: driver-a crash by front-app2: y"}));
+  const auto& g = s["groups"];
+  ASSERT_EQ(g.size(), 5u);
+  const auto& none = g[4];
+  EXPECT_EQ(none["kind"], "none");
+  EXPECT_EQ(none["runs"], 2);
+  EXPECT_EQ(none["false_detections"], 2);
+  EXPECT_EQ(none["false_detection_details"].size(), 2u);
+  EXPECT_EQ(none["false_alarms"], 1);
+  EXPECT_EQ(none["no_effect"], 1);
+  EXPECT_EQ(none["outcomes"]["false-alarm"], 1);
+  EXPECT_EQ(none["manifested"], 0);  // a false alarm is no effect of an injected fault
+  EXPECT_EQ(g[0]["false_detections"], 0);
+  EXPECT_TRUE(g[0]["false_detection_details"].empty());
+}
+
+TEST(ReportSummary, EveryAppInterruptionOverTheRecoveredRunsWithTheWorstApp) {
+  auto g = ng::campaign::summary_json(with_new_fields(), sample_info())["groups"];
+  // warm-spare/crash: 7.5, 14 and 6 ms.
+  EXPECT_EQ(g[0]["interruption_all_apps_ms"], (nlohmann::json{{"p50", 7.5}, {"p99", 14.0}, {"max", 14.0}}));
+  EXPECT_EQ(g[0]["worst_app"], "app2");
+  EXPECT_TRUE(g[1]["interruption_all_apps_ms"].is_null());  // nothing recovered
+  EXPECT_EQ(g[1]["worst_app"], "");
+}
+
+TEST(ReportSummary, HttpPerGroupAndOverallBesideTheNoFaultMaximum) {
+  auto s = ng::campaign::summary_json(with_new_fields(), sample_info());
+  const auto& ws = s["groups"][0]["http"];
+  ASSERT_TRUE(ws.is_object()) << s.dump(2);
+  EXPECT_EQ(ws["runs"], 2);
+  EXPECT_EQ(ws["requests"], 780);
+  EXPECT_EQ(ws["failed_requests"], 2);
+  EXPECT_EQ(ws["latency_ms"], (nlohmann::json{{"p50", 1.5}, {"p99", 9.0}, {"max", 12.0}}));
+  EXPECT_EQ(ws["no_fault"], (nlohmann::json{{"latency_ms_max", 3.0}, {"failed_requests", 1}}));
+  EXPECT_TRUE(s["groups"][1]["http"].is_null());  // those runs measured no HTTP
+  EXPECT_EQ(s["http"]["failed_requests"], 2);
+  EXPECT_EQ(s["http"]["no_fault"]["latency_ms_max"], 3.0);
+  EXPECT_TRUE(ng::campaign::summary_json(sample_runs(), sample_info())["http"].is_null());
+}
+
+TEST(ReportSummary, LoadAndAppsOnRecord) {
+  auto info = sample_info();
+  info.apps = 4;
+  info.load = {"cpu", "tcp"};
+  info.load_detail = "2 busy loops; iperf3";
+  info.loadavg_start = 0.4;
+  info.loadavg_end = 3.9;
+  auto s = ng::campaign::summary_json({}, info);
+  EXPECT_EQ(s["campaign"]["apps"], 4);
+  EXPECT_EQ(s["load"]["kinds"], (nlohmann::json{"cpu", "tcp"}));
+  EXPECT_EQ(s["load"]["loadavg_1min_start"], 0.4);
+  EXPECT_EQ(s["load"]["loadavg_1min_end"], 3.9);
+  EXPECT_EQ(s["false_detections"], 0);
+  // Unreadable load averages are null, not a made-up 0.
+  auto plain = ng::campaign::summary_json({}, sample_info());
+  EXPECT_TRUE(plain["load"]["loadavg_1min_start"].is_null());
+  EXPECT_TRUE(plain["load"]["kinds"].empty());
+}
+
 TEST(ReportSummary, EmptyRunsHaveNoGroups) {
   auto s = ng::campaign::summary_json({}, sample_info());
   EXPECT_TRUE(s["groups"].is_array());
@@ -213,15 +304,26 @@ TEST(ReportCsv, HeaderAndEveryFieldWithQuoting) {
   auto csv = ng::campaign::runs_csv(runs);
   EXPECT_TRUE(csv.starts_with(
       "run,policy,kind,seed,domain,detail,detector,outcome,detection_ms,recovery_ms,"
-      "interruption_ms,baseline_ms,lost,tcp_survived\n"));
+      "interruption_ms,baseline_ms,lost,tcp_survived,interruption_all_apps_ms,worst_app,false_detections,"
+      "http_requests,http_failed,http_latency_p50_ms,http_latency_p99_ms,http_latency_max_ms,"
+      "http_baseline_latency_max_ms\n"));
+  // Without --http its columns are empty.
   EXPECT_THAT(csv, HasSubstr("\n5,warm-spare,regflip,1005,driver-a,"
                              "\"tid 812 rip bit 17, \"\"after\"\" 3210 us\",,silent-failure,"
-                             "-1,-1,50,0.2,500,false\n"));
+                             "-1,-1,50,0.2,500,false,0,,0,,,,,,\n"));
   EXPECT_THAT(csv, HasSubstr("\n6,warm-spare,regflip,1006,driver-a,\"two\nlines\",heartbeat,"
-                             "not-recovered,20,-1,1000,0.4,10000,false\n"));
+                             "not-recovered,20,-1,1000,0.4,10000,false,0,,0,,,,,,\n"));
   EXPECT_THAT(csv, HasSubstr("\n1,warm-spare,crash,0,driver-a,injection 1,hangup,recovered,"
-                             "0.4,0.9,3,0.2,30,true\n"));
+                             "0.4,0.9,3,0.2,30,true,0,,0,,,,,,\n"));
   EXPECT_EQ(occurrences(csv, "\n"), 1 + runs.size() + 1);  // one embedded newline
+}
+
+TEST(ReportCsv, EveryAppHttpAndFalseAlarmColumns) {
+  auto runs = with_new_fields();
+  auto csv = ng::campaign::runs_csv(runs);
+  EXPECT_THAT(csv, HasSubstr(",true,7.5,app3,0,400,2,1.5,9,12,3\n"));  // run 1: every app, HTTP
+  EXPECT_THAT(csv, HasSubstr("\n10,warm-spare,none,0,driver-a,nothing injected,hang,false-alarm,"));
+  EXPECT_THAT(csv, HasSubstr(",app1,2,,,,,,\n"));  // run 10: two false detections, no HTTP
 }
 
 TEST(ReportCsv, EmptyIsHeaderOnly) {
@@ -270,6 +372,35 @@ TEST(ReportHtml, OutcomeTableHasPolicyTotalsAndPercentages) {
                               "<td class=\"l\">hangup 2, heartbeat 2</td><td>2</td></tr>"));
   EXPECT_THAT(html, HasSubstr("TCP connections lost"));
   EXPECT_THAT(html, HasSubstr("Recovered within 10 ms"));
+}
+
+TEST(ReportHtml, ShowsEveryAppHttpAgainstNoFaultAndFalseAlarms) {
+  auto runs = with_new_fields();
+  auto info = sample_info();
+  info.load = {"cpu"};
+  info.load_detail = "2 busy loops at nice 0";
+  info.loadavg_start = 0.25;
+  info.loadavg_end = 2.5;
+  auto html = ng::campaign::report_html(runs, ng::campaign::summary_json(runs, info), {}, info);
+  EXPECT_EQ(well_formed_error(html), "");
+  EXPECT_THAT(html, HasSubstr("Interruption, worst of every app (recovered)"));
+  EXPECT_THAT(html, HasSubstr("<td class=\"l\">app2</td>"));
+  EXPECT_THAT(html, HasSubstr("<h2>HTTP"));
+  EXPECT_THAT(html, HasSubstr("slowest successful request took 12.0 ms"));
+  EXPECT_THAT(html, HasSubstr("(no fault acting) it took 3.00 ms"));
+  EXPECT_THAT(html, HasSubstr("False alarm"));
+  EXPECT_THAT(html, HasSubstr("2 detections in runs that injected nothing"));
+  EXPECT_THAT(html, HasSubstr("run 10: driver-a hang by front-app1: x"));
+  EXPECT_THAT(html, HasSubstr("o-false-alarm"));
+  EXPECT_THAT(html, HasSubstr("2 busy loops at nice 0; 1-minute load average 0.25 at the start, 2.50 at the end"));
+}
+
+TEST(ReportHtml, NoHttpOrFalseAlarmSectionsWhenNotMeasured) {
+  auto runs = sample_runs();
+  auto html = ng::campaign::report_html(runs, ng::campaign::summary_json(runs, sample_info()), {},
+                                        sample_info());
+  EXPECT_THAT(html, Not(HasSubstr("<h2>HTTP")));
+  EXPECT_THAT(html, Not(HasSubstr("runs that injected nothing")));
 }
 
 TEST(ReportHtml, TimelineShowsMarkersAndSilence) {

@@ -3,6 +3,9 @@
 
 #include <gtest/gtest.h>
 
+#include <fcntl.h>
+#include <sys/socket.h>
+
 #include <cstring>
 #include <thread>
 #include <vector>
@@ -223,6 +226,26 @@ TEST(RingSleep, KickOnlyWhenPeerSleeps) {
   EXPECT_TRUE(ring::peer_needs_kick(peer));
   ring::cancel_sleep(peer);
   EXPECT_FALSE(ring::peer_needs_kick(peer));
+}
+
+// What a hostile peer can do to its end of the doorbell (make it blocking,
+// stop reading, fill it) must not make a kick block the other side.
+TEST(RingDoorbell, AHostilePeerCannotMakeAKickBlock) {
+  ng::UniqueFd mine, theirs;
+  ASSERT_TRUE(ring::make_doorbell(mine, theirs));
+  ASSERT_EQ(::fcntl(theirs.get(), F_SETFL, 0), 0);
+  ASSERT_EQ(::fcntl(mine.get(), F_GETFL) & O_NONBLOCK, O_NONBLOCK);  // their flags are not ours
+  for (int i = 0; i < 100'000; ++i) ring::kick(mine.get());  // nobody reads: the queue fills
+  char junk[4096] = {};
+  while (::send(theirs.get(), junk, sizeof(junk), MSG_DONTWAIT) > 0) {
+  }
+  EXPECT_TRUE(ring::drain(mine.get()));
+  EXPECT_TRUE(ring::drain(theirs.get()));
+  ring::kick(mine.get());
+  theirs.reset();
+  while (ring::drain(mine.get())) {
+  }
+  EXPECT_FALSE(ring::drain(mine.get()));  // the hang-up is seen, not an endless wake-up
 }
 
 TEST(RingIdler, SpinsAfterWorkThenSleepsAndSkipsSpinAfterTimeout) {

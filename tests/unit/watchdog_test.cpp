@@ -97,16 +97,31 @@ TEST(Watchdog, SpinningTheWholeTimeIsAHangAtTheTimeout) {
 
 // The beat's low bit set: the domain is inside a NIC call, whose kernel work
 // (a veth peer's receive path) may run on its CPU time for milliseconds.
-TEST(Watchdog, LongNicCallIsNotASpinUntilTheStarvationLimit) {
+TEST(Watchdog, LongNicCallIsNotASpinUntilTheKernelCallLimit) {
   Watchdog w(config());
   Fake f;
   f.sample = {true, 'R', 100 * kMs};
   w.reset(0, 9, 0);
   EXPECT_EQ(w.check(3 * kMs, 9, 0, 0, f.fn()), Verdict::demand_beat);
-  f.sample.cpu_ns += 10 * kMs;
+  f.sample.cpu_ns += 150 * kMs;  // the call keeps the CPU
   for (uint64_t t = 6; t < 200; ++t) EXPECT_EQ(w.check(t * kMs, 9, 0, 0, f.fn()), Verdict::ok);
   EXPECT_EQ(w.check(200 * kMs, 9, 0, 0, f.fn()), Verdict::hang);
   EXPECT_NE(w.detail().find("NIC call"), std::string::npos);
+}
+
+// Control work at a start-up storm on a loaded host: inside a call, but
+// waiting for a CPU most of the time. That is the host's overload.
+TEST(Watchdog, NicCallWaitingForACpuIsNoHangUntilTheStarvationLimit) {
+  WatchdogConfig c = config();
+  c.starve_limit_ns = 1000 * kMs;
+  Watchdog w(c);
+  Fake f;
+  f.sample = {true, 'R', 100 * kMs};
+  w.reset(0, 9, 0);
+  EXPECT_EQ(w.check(3 * kMs, 9, 0, 0, f.fn()), Verdict::demand_beat);
+  f.sample.cpu_ns += 20 * kMs;
+  for (uint64_t t = 6; t < 1000; t += 3) EXPECT_EQ(w.check(t * kMs, 9, 0, 0, f.fn()), Verdict::ok) << t;
+  EXPECT_EQ(w.check(1000 * kMs, 9, 0, 0, f.fn()), Verdict::hang);
 }
 
 TEST(Watchdog, StarvedDomainIsNotAHangUntilTheStarvationLimit) {
@@ -148,10 +163,10 @@ TEST(Watchdog, UntakenTxFramesWithBeatsAreAStall) {
   Fake f;
   w.reset(0, 1, 10);
   uint64_t beat = 1;
-  for (uint64_t t = 1; t < 50; ++t) {
+  for (uint64_t t = 1; t < 200; ++t) {  // without the driver's passes to go by: the kernel-call limit
     EXPECT_EQ(w.check(t * kMs, ++beat, 10, 5, f.fn()), Verdict::ok) << t;
   }
-  EXPECT_EQ(w.check(50 * kMs, ++beat, 10, 5, f.fn()), Verdict::stall);
+  EXPECT_EQ(w.check(200 * kMs, ++beat, 10, 5, f.fn()), Verdict::stall);
   EXPECT_NE(w.detail().find("5 TX frames"), std::string::npos);
 }
 
@@ -179,6 +194,59 @@ TEST(Watchdog, ProgressOrAnEmptyRingIsNoStall) {
   for (uint64_t t = 500; t < 1000; ++t) {
     EXPECT_EQ(w.check(t * kMs, ++beat, done, 0, f.fn()), Verdict::ok);
   }
+}
+
+// The pass counter is the stall's evidence: two passes of the driver's loop
+// began after the frames were seen waiting, and none was taken.
+TEST(Watchdog, FramesSkippedForTwoPassesAreAStallAtOnce) {
+  Watchdog w(config());
+  Fake f;
+  w.reset(0, 1, 10);
+  Seen seen{2, 10, 5, 100, 0, true};
+  EXPECT_EQ(w.check(kMs / 2, seen, f.fn()), Verdict::ok);  // frames first seen waiting at pass 100
+  seen.heartbeat = 3;
+  seen.passes = 101;
+  EXPECT_EQ(w.check(kMs, seen, f.fn()), Verdict::ok);  // the pass that began before may not have seen them
+  seen.heartbeat = 4;
+  seen.passes = 102;
+  EXPECT_EQ(w.check(2 * kMs, seen, f.fn()), Verdict::stall);
+  EXPECT_NE(w.detail().find("passes"), std::string::npos);
+}
+
+TEST(Watchdog, PassesProveNothingBeforeTheDriverAcknowledgedItsRole) {
+  Watchdog w(config());
+  Fake f;
+  w.reset(0, 1, 10);
+  uint64_t beat = 1;
+  for (uint64_t t = 1; t < 50; ++t) {
+    Seen seen{++beat, 10, 5, 100 + t * 10, 0, false};
+    EXPECT_EQ(w.check(t * kMs, seen, f.fn()), Verdict::ok) << t;
+  }
+}
+
+TEST(Watchdog, AFullNicQueueIsBackpressureNotAStall) {
+  Watchdog w(config());
+  Fake f;
+  w.reset(0, 1, 10);
+  uint64_t beat = 1;
+  for (uint64_t t = 1; t < 50; ++t) {
+    // every pass found our frames and the NIC refusing them
+    Seen seen{++beat, 10, 5, 100 + t * 10, 100 + t * 10, true};
+    EXPECT_EQ(w.check(t * kMs, seen, f.fn()), Verdict::ok) << t;
+  }
+  Seen seen{++beat, 10, 5, 600, 600, true};
+  EXPECT_EQ(w.check(50 * kMs, seen, f.fn()), Verdict::stall);  // the stall timeout still holds
+}
+
+// A frontend that was not scheduled for a while has not watched the domain
+// for that long: 100 ms without a check count as 2.
+TEST(Watchdog, TheFrontendsOwnStarvationIsNoStall) {
+  Watchdog w(config());
+  Fake f;
+  w.reset(0, 1, 10);
+  EXPECT_EQ(w.check(kMs, 2, 10, 5, f.fn()), Verdict::ok);
+  EXPECT_EQ(w.check(101 * kMs, 3, 10, 5, f.fn()), Verdict::ok);
+  for (uint64_t t = 102; t < 140; ++t) EXPECT_EQ(w.check(t * kMs, t, 10, 5, f.fn()), Verdict::ok) << t;
 }
 
 TEST(Watchdog, AnObservationOlderThanTheResetIsNoVerdict) {
