@@ -166,8 +166,10 @@ Verdict Watchdog::check_hang(uint64_t now, const std::function<ProcSample()>& sa
   uint64_t ran = s.cpu_ns - cpu_at_demand_ns_;
   double ran_ms = static_cast<double>(ran) / 1e6;
   // Outside one, most of the time since the kick spent on a CPU without a
-  // beat is a spin.
-  if (ran >= asked / 4 * 3 && !in_kernel) {
+  // beat is a spin; so is half a timeout of CPU in all, however long a
+  // loaded host took to give it (a spinner that shares its core with
+  // others), since one pass of the loop takes well under a millisecond.
+  if ((ran >= asked / 4 * 3 || ran >= half) && !in_kernel) {
     detail_ = fmt::format("no heartbeat for {:.1f} ms while running {:.1f} ms on a CPU", ms, ran_ms);
     return Verdict::hang;
   }

@@ -111,6 +111,20 @@ TEST(Watchdog, LongNicCallIsNotASpinUntilTheKernelCallLimit) {
 
 // Control work at a start-up storm on a loaded host: inside a call, but
 // waiting for a CPU most of the time. That is the host's overload.
+// A spinner that shares its core with CPU hogs gets a third of it: judged
+// once it has spun half a timeout in all since the kick.
+TEST(Watchdog, ASpinnerOnABusyCoreIsAHangOnceItSpunHalfATimeout) {
+  Watchdog w(config());
+  Fake f;
+  f.sample = {true, 'R', 100 * kMs};
+  w.reset(0, 8, 0);
+  EXPECT_EQ(w.check(3 * kMs, 8, 0, 0, f.fn()), Verdict::demand_beat);
+  f.sample.cpu_ns += 2 * kMs;
+  EXPECT_EQ(w.check(9 * kMs, 8, 0, 0, f.fn()), Verdict::ok);  // 2 of 6 ms on a CPU
+  f.sample.cpu_ns += 1 * kMs;
+  EXPECT_EQ(w.check(12 * kMs, 8, 0, 0, f.fn()), Verdict::hang);
+}
+
 TEST(Watchdog, NicCallWaitingForACpuIsNoHangUntilTheStarvationLimit) {
   WatchdogConfig c = config();
   c.starve_limit_ns = 1000 * kMs;
