@@ -10,6 +10,7 @@
 #include <gtest/gtest.h>
 
 #include <functional>
+#include <iostream>
 #include <future>
 #include <memory>
 #include <sstream>
@@ -283,7 +284,16 @@ TEST_F(FailoverTest, ManagerKilledAndRestartedMidTransfer) {
                          20s))
       << "the restarted manager did not adopt every domain\n"
       << event_lines(lab) << manager.err();
-  // It carries on detecting and restarting.
+  // It carries on detecting and restarting, once the adopted pair is whole
+  // (a domain lost in between is restarted by the new manager first: seen
+  // once in CI, cause not yet found; the events say which detector fired).
+  EXPECT_TRUE(wait_until([&] {
+    std::string a = active_driver(lab);
+    return !a.empty() && spare_is_back(lab, a == "a" ? "b" : "a");
+  }, kRejoinLimit)) << lab.status_table() << event_lines(lab);
+  if (has_event(lab, before, {{"event", "detect"}})) {
+    std::cerr << "note: a detector fired after the manager restart\n" << event_lines(lab);
+  }
   fail_active(lab, "kill", "crash", "front-app1");
   expect_traffic_survived(lab, traffic);
   manager.stop();
