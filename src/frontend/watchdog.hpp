@@ -12,7 +12,7 @@
 //                                        takes milliseconds
 //   stopped (SIGSTOP, traced)         -> hang
 //   asleep although it was kicked     -> hang (blocked somewhere else)
-//   on a CPU for 3/4 of the time since
+//   on a CPU for a whole timeout since
 //   the kick, without one beat        -> hang (spinning: one pass of the
 //                                        loop takes well under a millisecond),
 //                                        unless the beat's low bit says it is
