@@ -241,7 +241,9 @@ TEST_F(FailoverTest, DomainThatNeverAnswersHelloIsPassedOver) {
   Json want = {{"event", "detect"}, {"detector", "hang"}, {"domain", "driver-" + victim}};
   EXPECT_TRUE(wait_until([&] { return has_event(lab, before, want); }, 10s, 5ms))
       << event_lines(lab) << lab.logs();
-  EXPECT_TRUE(has_event(lab, before, {{"event", "fence"}, {"domain", "driver-" + victim}})) << event_lines(lab);
+  EXPECT_TRUE(wait_until([&] { return has_event(lab, before, {{"event", "fence"}, {"domain", "driver-" + victim}}); },
+                         kDetectLimit, 5ms))
+      << event_lines(lab);
   EXPECT_TRUE(wait_until([&] { auto a = active_driver(lab); return !a.empty() && a != victim; }, kRejoinLimit))
       << lab.status_table() << event_lines(lab);
   const auto& app = lab.apps().at(0);
