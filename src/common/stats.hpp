@@ -14,7 +14,7 @@ namespace ng::stats {
 
 inline constexpr uint32_t kDriverMagic = 0x5344474e;  // "NGDS"
 inline constexpr uint32_t kFrontMagic = 0x5346474e;   // "NGFS"
-inline constexpr uint32_t kVersion = 2;
+inline constexpr uint32_t kVersion = 3;
 inline constexpr int kMaxConnections = 64;
 inline constexpr int kMaxBackends = 2;
 inline constexpr int kNameLen = 64;
@@ -53,6 +53,7 @@ struct DriverStats {
   Counter rx_unclaimed;  // unicast for no connected app
   Counter connections;
   Counter nic_rx_overruns;  // frames the NIC dropped: the driver read too late
+  Counter nic_fd;  // the packet socket's descriptor number + 1 (0: not open), for the salvage
   DriverConnection conns[kMaxConnections];
 };
 
@@ -96,6 +97,7 @@ struct FrontStats {
   Counter last_switch_us;      // detection to the new active domain's first kick
   Counter held_frames;         // frames kept while no driver domain was up
   Counter hold_drops;          // frames the bounded hold queue had no room for
+  Counter salvaged;            // frames a failed domain's NIC received, handed over by the manager
   std::atomic<int32_t> active;  // index into backends, -1 for none
   FrontBackend backends[kMaxBackends];
 };

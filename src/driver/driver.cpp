@@ -22,6 +22,7 @@
 #include "common/clock.hpp"
 #include "common/fd.hpp"
 #include "common/stats.hpp"
+#include "common/unix_socket.hpp"
 #include "driver/crash.hpp"
 #include "driver/nic.hpp"
 #include "inject/inject.hpp"
@@ -607,18 +608,9 @@ class Driver {
 };
 
 Result<UniqueFd> listen_on(const std::string& path) {
-  UniqueFd s(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
-  if (!s) return fail_errno("creating the frontend socket");
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (path.size() >= sizeof(addr.sun_path)) return fail("socket path {} is too long", path);
-  std::strcpy(addr.sun_path, path.c_str());
-  ::unlink(path.c_str());
-  if (::bind(s.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    return fail_errno("binding the frontend socket {}", path);
-  }
-  ::chmod(path.c_str(), 0600);
-  if (::listen(s.get(), 64) != 0) return fail_errno("listening on {}", path);
+  auto s = bind_unix(SOCK_SEQPACKET, path, "frontend socket");
+  if (!s) return s;
+  if (::listen(s->get(), 64) != 0) return fail_errno("listening on {}", path);
   return s;
 }
 
@@ -632,6 +624,7 @@ Result<Driver*> setup(const DriverOptions& o, std::unique_ptr<Driver>& out) {
   if (!st) return tl::unexpected(st.error());
   stats::set_name((*st)->name, o.name);
   stats::set_name((*st)->nic, o.nic);
+  (*st)->nic_fd.store(static_cast<uint64_t>((*nic)->fd()) + 1);
   (*st)->pid.store(static_cast<uint64_t>(::getpid()));
   std::optional<inject::ControlFile> inject;
   if (!o.inject.empty()) {

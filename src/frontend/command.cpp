@@ -74,6 +74,8 @@ void ng::cli::add_front_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--hold-frames", opt->hold_frames,
                   "Frames kept while no driver domain is up")
       ->capture_default_str();
+  cmd->add_option("--salvage", opt->salvage,
+                  "Datagram socket on which the manager hands over frames a failed driver domain's NIC received");
   cmd->add_option("--rx-probe-target", opt->rx_probe_target,
                   "IPv4 neighbour asked (ARP) through the active domain to check its receive path");
   cmd->add_option("--rx-probe-interval-ms", opt->rx_probe_interval_ms)->capture_default_str();

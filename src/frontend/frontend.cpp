@@ -18,12 +18,15 @@
 #include <deque>
 #include <memory>
 #include <optional>
+#include <span>
 #include <vector>
 
 #include "common/clock.hpp"
 #include "common/events.hpp"
 #include "common/fd.hpp"
+#include "common/salvage_record.hpp"
 #include "common/stats.hpp"
+#include "common/unix_socket.hpp"
 #include "frontend/announce.hpp"
 #include "frontend/rx_probe.hpp"
 #include "frontend/tap.hpp"
@@ -60,6 +63,8 @@ constexpr uint64_t kHandshakeStarveLimitNs = 10'000'000'000;
 // counts towards the reconnection back-off.
 constexpr uint64_t kQuickFailureNs = 1'000'000'000;
 constexpr uint64_t kMaxReconnectDelayNs = 1'000'000'000;
+// Salvage datagrams read per wake-up; the loop comes back for more.
+constexpr unsigned kSalvageDatagrams = 8;
 
 enum class Detector { crash, hang, stall, violation };
 const char* detector_name(Detector d) {
@@ -72,7 +77,7 @@ const char* detector_name(Detector d) {
   return "?";
 }
 
-enum Tag : uint32_t { tag_tap = 1, tag_sock = 2, tag_kick = 3 };
+enum Tag : uint32_t { tag_tap = 1, tag_sock = 2, tag_kick = 3, tag_salvage = 4 };
 uint64_t tag(Tag t, uint32_t id) { return uint64_t{t} << 32 | id; }
 
 struct Backend {
@@ -124,11 +129,12 @@ struct Backend {
 
 class Frontend {
  public:
-  Frontend(const FrontendOptions& o, UniqueFd tap, UniqueFd epoll, stats::FrontStatsFile st,
-           EventLog events)
+  Frontend(const FrontendOptions& o, UniqueFd tap, UniqueFd epoll, UniqueFd salvage,
+           stats::FrontStatsFile st, EventLog events)
       : opt_(o),
         tap_(std::move(tap)),
         epoll_(std::move(epoll)),
+        salvage_(std::move(salvage)),
         stats_(std::move(st)),
         events_(std::move(events)) {
     for (uint32_t i = 0; i < o.backends.size(); ++i) {
@@ -144,6 +150,10 @@ class Frontend {
     rx_probe_ = make_rx_probe(o);
     epoll_event ev{EPOLLIN, {.u64 = tag(tag_tap, 0)}};
     ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, tap_.get(), &ev);
+    if (salvage_) {
+      ev = {EPOLLIN, {.u64 = tag(tag_salvage, 0)}};
+      ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, salvage_.get(), &ev);
+    }
   }
 
   // Every backend's ring region, created and populated now: at start-up
@@ -252,6 +262,33 @@ class Frontend {
     return n;
   }
 
+  // ---- frames the manager salvaged from a failed domain's NIC ------------
+
+  // They never reached the app: the failed domain's socket still held them,
+  // or the switch sent them its way before it learned our new port. Written
+  // to the TAP in arrival order; anything not addressed to us is dropped.
+  void take_salvage() {
+    uint64_t taken = 0;
+    for (unsigned n = 0; n < kSalvageDatagrams; ++n) {
+      ssize_t r = ::recv(salvage_.get(), salvage_buf_.data(), salvage_buf_.size(), MSG_DONTWAIT);
+      if (r < 0) break;
+      auto datagram = std::span<const std::byte>(salvage_buf_.data(), static_cast<size_t>(r));
+      bool whole = for_each_salvage_record(datagram, [&](std::span<const std::byte> f) {
+        bool ours = f.size() >= kMinFrame &&
+                    std::memcmp(f.data() + kVnetHdrLen, opt_.mac.data(), opt_.mac.size()) == 0;
+        if (!ours || ::write(tap_.get(), f.data(), f.size()) < 0) {
+          stats::add(stats_->rx_drops, 1);
+          return;
+        }
+        ++taken;
+        stats::add(stats_->tap_tx_bytes, f.size() - kVnetHdrLen);
+      });
+      if (!whole) stats::add(stats_->rx_drops, 1);
+    }
+    stats::add(stats_->tap_tx_frames, taken);
+    stats::add(stats_->salvaged, taken);
+  }
+
   // ---- the receive-path check (rx_probe.hpp) ----------------------------
 
   RxProbe make_rx_probe(const FrontendOptions& o) {
@@ -357,6 +394,10 @@ class Frontend {
     for (int i = 0; i < n; ++i) {
       auto t = static_cast<Tag>(ev[i].data.u64 >> 32);
       auto id = static_cast<uint32_t>(ev[i].data.u64);
+      if (t == tag_salvage) {
+        take_salvage();
+        continue;
+      }
       if (id >= backends_.size()) continue;
       Backend& b = *backends_[id];
       if (t == tag_kick && b.doorbell) on_doorbell(b, ev[i].events);
@@ -843,6 +884,10 @@ class Frontend {
   FrontendOptions opt_;
   UniqueFd tap_;
   UniqueFd epoll_;
+  UniqueFd salvage_;  // see take_salvage()
+  // Only touched (and so only given memory) when a salvage arrives.
+  std::unique_ptr<std::byte[]> salvage_mem_ = std::make_unique_for_overwrite<std::byte[]>(kSalvageDatagramMax);
+  std::span<std::byte> salvage_buf_{salvage_mem_.get(), kSalvageDatagramMax};
   stats::FrontStatsFile stats_;
   EventLog events_;
   std::vector<std::unique_ptr<Backend>> backends_;
@@ -856,6 +901,19 @@ class Frontend {
   WatchClock clock_;
   bool resuming_ = false;                     // frames held, waiting for a domain
 };
+
+// Only root reaches the socket (0600 in the state directory), and the
+// driver domains' sandbox lets them create no socket to send from.
+Result<UniqueFd> bind_salvage(const std::string& path) {
+  auto s = bind_unix(SOCK_DGRAM, path, "salvage socket");
+  if (!s) return s;
+  // A hang's worth of frames at line rate arrives at once.
+  int buf = 8 << 20;
+  if (::setsockopt(s->get(), SOL_SOCKET, SO_RCVBUFFORCE, &buf, sizeof(buf)) != 0) {
+    ::setsockopt(s->get(), SOL_SOCKET, SO_RCVBUF, &buf, sizeof(buf));
+  }
+  return s;
+}
 
 Result<std::unique_ptr<Frontend>> setup(const FrontendOptions& o) {
   if (o.backends.empty() || o.backends.size() > stats::kMaxBackends) {
@@ -879,7 +937,10 @@ Result<std::unique_ptr<Frontend>> setup(const FrontendOptions& o) {
     events = std::move(*e);
     events.set_source("front-" + o.name);
   }
-  auto f = std::make_unique<Frontend>(o, std::move(*tap), std::move(ep), std::move(*st), std::move(events));
+  auto salvage = o.salvage.empty() ? Result<UniqueFd>(UniqueFd()) : bind_salvage(o.salvage);
+  if (!salvage) return tl::unexpected(salvage.error());
+  auto f = std::make_unique<Frontend>(o, std::move(*tap), std::move(ep), std::move(*salvage), std::move(*st),
+                                      std::move(events));
   if (auto s = f->prepare_regions(); !s) return tl::unexpected(s.error());
   return f;
 }

@@ -39,6 +39,7 @@ struct FrontendOptions {
   bool fence = true;   // SIGKILL a domain found hung, stalled or corrupt
   std::string events;  // event log (JSON lines); empty: none
   uint32_t hold_frames = 256;  // frames kept while no driver domain is up
+  std::string salvage;  // socket the manager sends salvaged frames to; empty: none
   std::string rx_probe_target;  // IPv4 neighbour asked through the active domain; empty: no check
   uint32_t rx_probe_interval_ms = 100;
   uint32_t rx_probe_timeout_ms = 300;  // unanswered this long (and twice): the receive path is broken

@@ -396,7 +396,9 @@ void Manager::build_children() {
     for (const auto& d : config_.drivers) {
       c.args.insert(c.args.end(), {"--driver", d.name + "=" + config_.driver_socket(d.name)});
     }
+    salvage_targets_.push_back({a.mac, config_.path("front-" + a.name + ".salvage")});
     c.args.insert(c.args.end(), {"--stats", config_.path("front-" + a.name + ".stats"),
+                                 "--salvage", salvage_targets_.back().socket,
                                  "--tx-slots", std::to_string(r.tx_slots),
                                  "--rx-slots", std::to_string(r.rx_slots),
                                  "--slot-size", std::to_string(r.slot_size),
@@ -476,6 +478,7 @@ bool Manager::try_adopt(Child& c) {
   c.pid = *pid;
   c.pidfd = std::move(*fd);
   c.adopted = true;
+  c.salvage_grabbed = false;
   c.started_mono_ns = mono_ns() - std::min(process_age_ns(c.pid), mono_ns());
   c.started_wall_coarse_ns = 0;  // its stats file is long in place
   if (auto s = watch_fd(c.pidfd.get(), static_cast<uint64_t>(&c - children_.data())); !s) {
@@ -515,6 +518,7 @@ Status Manager::spawn(Child& c) {
   c.pid = pid;
   c.pidfd = std::move(*fd);
   c.adopted = false;
+  c.salvage_grabbed = false;
   c.started_mono_ns = mono_ns();
   if (auto s = watch_fd(c.pidfd.get(), static_cast<uint64_t>(&c - children_.data())); !s) return s;
   if (auto s = write_file(config_.path(c.domain() + ".pid"), fmt::format("{}\n", pid)); !s) {
@@ -542,11 +546,17 @@ Status Manager::run() {
         metrics_->process();
       } else if (key >= kLinkKey && key - kLinkKey < children_.size()) {
         on_link_event(children_[key - kLinkKey]);
+      } else if (key >= kSalvageKey && key - kSalvageKey < children_.size()) {
+        Child& c = children_[key - kSalvageKey];
+        c.salvage.drain(salvage_targets_);
+        if (!c.salvage.draining()) end_salvage(c, "cap");
       } else if (key < children_.size() && children_[key].pidfd) {
         on_child_exit(children_[key]);
       }
     }
     restart_due();
+    salvage_due();
+    grab_salvage();
   }
   teardown();
   return {};
@@ -580,6 +590,7 @@ void Manager::on_child_exit(Child& c) {
   }
   pid_t old = c.pid;
   uint64_t up = mono_ns() - c.started_mono_ns;
+  if (c.kind == ChildKind::driver && !stopping_) start_salvage(c);
   if (c.inject) c.inject->arm(inject::Fault::none);  // a restarted domain starts healthy
   c.pidfd.reset();
   c.pid = 0;
@@ -625,6 +636,12 @@ int Manager::next_timeout_ms() const {
   uint64_t next = UINT64_MAX;
   for (const auto& c : children_) {
     if (c.restart_at_ns != 0) next = std::min(next, c.restart_at_ns);
+    if (c.salvage.draining()) next = std::min(next, c.salvage.deadline_ns());
+    // A new driver instance's packet socket is looked for every few ms
+    // until it is held.
+    if (c.kind == ChildKind::driver && c.pid != 0 && !c.salvage_grabbed) {
+      next = std::min(next, mono_ns() + kSalvageGrabPollNs);
+    }
   }
   if (next == UINT64_MAX) return -1;
   uint64_t now = mono_ns();
@@ -871,6 +888,7 @@ void Manager::remove_child_files(const Child& c) {
   remove_file(config_.path(c.domain() + ".pid"));
   remove_file(config_.path(c.domain() + ".stats"));
   if (c.kind == ChildKind::driver) remove_file(config_.driver_socket(c.name));
+  if (c.kind == ChildKind::front) remove_file(config_.path("front-" + c.name + ".salvage"));
 }
 
 void Manager::remove_state_files() {

@@ -26,6 +26,7 @@
 #include "manager/config.hpp"
 #include "manager/control.hpp"
 #include "manager/metrics.hpp"
+#include "manager/salvage.hpp"
 
 namespace ng::manager {
 
@@ -49,6 +50,8 @@ struct Child {
   size_t config_index = 0;                        // into config.drivers or config.apps
   std::optional<inject::ControlFile> inject;      // drivers: armed on request only
   std::optional<netlink::LinkWatcher> link;       // drivers: carrier of the NIC
+  Salvage salvage;               // drivers: what the NIC holds when the domain dies
+  bool salvage_grabbed = false;  // this instance's packet socket is held (or cannot be)
 
   const char* kind_name() const { return kind == ChildKind::driver ? "driver" : "front"; }
   std::string domain() const { return std::string(kind_name()) + "-" + name; }
@@ -80,6 +83,7 @@ class Manager {
 
  private:
   explicit Manager(Config config);
+  static constexpr uint64_t kSalvageKey = 1ULL << 60;  // epoll key of a salvage socket: + child index
 
   Status take_state_dir();
   Status setup_signals();
@@ -98,6 +102,10 @@ class Manager {
   Status reset_nic(const Child& c);
   Status reset_nic_down(const Child& c);
   void watch_carrier(Child& c);
+  void grab_salvage();
+  void start_salvage(Child& c);
+  void end_salvage(Child& c, const char* why);
+  void salvage_due();
   void on_link_event(Child& c);
   void fence(Child& c, const std::string& reason);
   nlohmann::json inject(const nlohmann::json& request);
@@ -142,6 +150,8 @@ class Manager {
   uint64_t fences_ = 0;
   uint64_t carrier_losses_ = 0;
   uint64_t injections_ = 0;
+  uint64_t salvaged_ = 0;  // frames handed to frontends over all salvages
+  std::vector<SalvageTarget> salvage_targets_;  // every app's MAC and salvage socket
 };
 
 // The body of `nicguard manager -c FILE`: returns the process exit status.

@@ -8,6 +8,7 @@
 #include <fmt/ranges.h>
 
 #include "common/clock.hpp"
+#include "manager/child_stats.hpp"
 #include "manager/control.hpp"
 #include "manager/manager.hpp"
 #include "protocol/protocol.hpp"
@@ -21,39 +22,6 @@ using nlohmann::json;
 uint64_t load(const stats::Counter& c) { return c.load(std::memory_order_relaxed); }
 
 std::string field(const char* s) { return std::string(s, strnlen(s, stats::kNameLen)); }
-
-// A child re-creates (truncates) its stats file when it starts; a mapping
-// taken before that would fault on the truncated pages. The file is only
-// mapped once its change time says this incarnation of the child made it.
-template <typename T>
-std::optional<stats::StatsFile<T>>& mapped(std::optional<stats::StatsFile<T>>& slot,
-                                            const std::string& path, uint32_t magic,
-                                            const Child& c, std::string& error) {
-  if (slot || c.pid == 0) return slot;
-  struct stat st {};
-  if (::stat(path.c_str(), &st) != 0) {
-    error = "no stats file yet";
-    return slot;
-  }
-  uint64_t changed = static_cast<uint64_t>(st.st_ctim.tv_sec) * 1'000'000'000ULL +
-                     static_cast<uint64_t>(st.st_ctim.tv_nsec);
-  if (changed < c.started_wall_coarse_ns) {
-    error = "stats file not yet created by this run of the process";
-    return slot;
-  }
-  auto f = stats::StatsFile<T>::open(path, magic);
-  if (!f) {
-    error = f.error().message;
-    return slot;
-  }
-  uint64_t writer = load((*f)->pid);
-  if (writer != 0 && writer != static_cast<uint64_t>(c.pid)) {
-    error = fmt::format("stats file written by pid {}, not by {}", writer, c.pid);
-    return slot;
-  }
-  slot = std::move(*f);
-  return slot;
-}
 
 const char* child_state(const Child& c) {
   if (c.pid != 0) return "running";
@@ -101,7 +69,8 @@ void add_front_stats(json& j, const stats::FrontStats& s) {
                    {"last_detect_us", load(s.last_detect_us)},
                    {"last_switch_us", load(s.last_switch_us)},
                    {"held_frames", load(s.held_frames)},
-                   {"hold_drops", load(s.hold_drops)}};
+                   {"hold_drops", load(s.hold_drops)},
+                   {"salvaged", load(s.salvaged)}};
   int active = s.active.load(std::memory_order_relaxed);
   for (int i = 0; i < stats::kMaxBackends; ++i) {
     const auto& b = s.backends[i];
@@ -202,7 +171,7 @@ json Manager::status_json() {
             {"state_dir", config_.state_dir},
             {"uptime_ms", (mono_ns() - started_mono_ns_) / 1'000'000},
             {"counters",
-             {{"fences", fences_}, {"carrier_losses", carrier_losses_}, {"injections", injections_}}}}},
+             {{"fences", fences_}, {"carrier_losses", carrier_losses_}, {"injections", injections_}, {"salvaged_frames", salvaged_}}}}},
           {"drivers", std::move(drivers)},
           {"apps", std::move(apps)}};
 }
