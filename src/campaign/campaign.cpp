@@ -21,6 +21,7 @@
 #include "common/events.hpp"
 #include "common/text.hpp"
 #include "inject/inject.hpp"
+#include "campaign/switch_fault.hpp"
 #include "lab/lab.hpp"
 #include "manager/control.hpp"
 #include "probe/http.hpp"
@@ -49,12 +50,13 @@ Status check_options(const CampaignOptions& o) {
     }
   }
   if (o.kinds.empty()) {
-    return fail("no fault kind given: say --kind, one or more of {}, {}", kNoInjection, inject::fault_list());
+    return fail("no fault kind given: say --kind, one or more of {}, {}, {}", kNoInjection, inject::fault_list(),
+                switch_fault_list());
   }
   for (const auto& k : o.kinds) {
-    if (k != kNoInjection && !inject::parse_fault(k)) {
-      return fail("unknown fault kind '{}': expected {} (no injection: counts false alarms) or one of {}", k,
-                  kNoInjection, inject::fault_list());
+    if (k != kNoInjection && !inject::parse_fault(k) && !is_switch_fault(k)) {
+      return fail("unknown fault kind '{}': expected {} (no injection: counts false alarms) or one of {}, {}", k,
+                  kNoInjection, inject::fault_list(), switch_fault_list());
     }
   }
   if (o.apps < 1 || o.apps > 64) {
@@ -460,6 +462,11 @@ Result<std::string> Session::wait_until_stable(const std::string& domain) {
 }
 
 Result<json> Session::inject(const std::string& domain, const std::string& kind, uint64_t seed) {
+  if (is_switch_fault(kind)) {
+    auto at = inject_switch_fault(*lab_, domain, kind);
+    if (!at) return tl::unexpected(at.error());
+    return json{{"ok", true}, {"ts_mono_ns", *at}, {"detail", "on the switch's port of driver-" + domain}};
+  }
   json request{{"cmd", "inject"}, {"domain", domain}, {"fault", kind}};
   if (kind == "regflip") request["seed"] = seed;
   auto answer = manager::control_request(lab_->control_socket(), request, 2000);
@@ -523,7 +530,11 @@ Result<std::optional<RunRecord>> Session::attempt_run(const std::string& kind, u
   }
   const uint64_t inj = injected.at_ns;
   r.detail = injected.detail;
-  if (auto s = traffic->finish(); !s) return tl::unexpected(s.error());
+  auto finished = traffic->finish();
+  if (is_switch_fault(kind)) {
+    if (auto s = repair_switch_fault(*lab_, *domain, kind); !s) return tl::unexpected(s.error());
+  }
+  if (!finished) return tl::unexpected(finished.error());
   assess(r, *traffic, inj, started);
   bool wanted = std::none_of(out.timelines.begin(), out.timelines.end(), [&](const Timeline& t) {
     return t.title.rfind(fmt::format("{}, {} ", r.policy, r.kind), 0) == 0;

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include "campaign/campaign.hpp"
+#include "campaign/switch_fault.hpp"
 #include "campaign/print.hpp"
 #include "cli/commands.hpp"
 #include "common/signal_latch.hpp"
@@ -158,8 +159,9 @@ void ng::cli::add_campaign_command(CLI::App& app, int& exit_code) {
       ->capture_default_str();
   cmd->add_option("--kind", a->options.kinds,
                   fmt::format("Fault kinds, comma-separated: {} (inject nothing: every detection is a false "
-                              "alarm), {}",
-                              ng::campaign::kNoInjection, ng::inject::fault_list()))
+                              "alarm), {}; of the lab's switch: {}",
+                              ng::campaign::kNoInjection, ng::inject::fault_list(),
+                              ng::campaign::switch_fault_list()))
       ->delimiter(',')
       ->capture_default_str();
   cmd->add_option("--runs", a->options.runs, "Runs per policy and kind")->capture_default_str();

@@ -14,7 +14,7 @@ namespace ng::stats {
 
 inline constexpr uint32_t kDriverMagic = 0x5344474e;  // "NGDS"
 inline constexpr uint32_t kFrontMagic = 0x5346474e;   // "NGFS"
-inline constexpr uint32_t kVersion = 3;
+inline constexpr uint32_t kVersion = 4;
 inline constexpr int kMaxConnections = 64;
 inline constexpr int kMaxBackends = 2;
 inline constexpr int kNameLen = 64;
@@ -54,6 +54,8 @@ struct DriverStats {
   Counter connections;
   Counter nic_rx_overruns;  // frames the NIC dropped: the driver read too late
   Counter nic_fd;  // the packet socket's descriptor number + 1 (0: not open), for the salvage
+  Counter path_probes_sent;  // to the pair's other domain (driver/path_probe.hpp)
+  Counter path_probes_seen;  // from it
   DriverConnection conns[kMaxConnections];
 };
 
@@ -98,6 +100,8 @@ struct FrontStats {
   Counter held_frames;         // frames kept while no driver domain was up
   Counter hold_drops;          // frames the bounded hold queue had no room for
   Counter salvaged;            // frames a failed domain's NIC received, handed over by the manager
+  Counter spare_path_broken;   // path checks that found the spare's side broken (frontend/path_check.hpp)
+  Counter path_questions;      // ARP questions the path check asked through the active domain
   std::atomic<int32_t> active;  // index into backends, -1 for none
   FrontBackend backends[kMaxBackends];
 };

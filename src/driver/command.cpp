@@ -17,6 +17,10 @@ void ng::cli::add_driver_command(CLI::App& app, int& exit_code) {
       ->capture_default_str();
   cmd->add_option("--spin-us", opt->spin_us, "Busy-poll time before sleeping")
       ->capture_default_str();
+  cmd->add_option("--path-probe-us", opt->path_probe_us,
+                  "A path probe to the pair's other driver domain this often; 0: none")
+      ->capture_default_str();
+  cmd->add_option("--pair-id", opt->pair_id, "Id of the pair in its path probes");
   cmd->add_option("--inject", opt->inject,
                   "Fault-injection file the manager arms (inert until armed)");
   cmd->add_option("--serve-nice", opt->serve.nice,

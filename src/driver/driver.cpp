@@ -25,6 +25,7 @@
 #include "common/unix_socket.hpp"
 #include "driver/crash.hpp"
 #include "driver/nic.hpp"
+#include "driver/path_probe.hpp"
 #include "inject/inject.hpp"
 #include "netlink/netlink.hpp"
 #include "protocol/protocol.hpp"
@@ -43,6 +44,7 @@ constexpr uint32_t kMinFrame = kVnetHdrLen + 14;
 constexpr uint64_t kControlPollNs = 1'000'000;
 constexpr unsigned kControlPerPass = 1;
 constexpr unsigned kNicBatches = 4;
+constexpr uint64_t kProbeBroadcastEvery = 512;
 
 enum Tag : uint32_t { tag_nic = 1, tag_listen = 2, tag_sock = 3, tag_kick = 4 };
 
@@ -91,13 +93,19 @@ class Driver {
       Fault f = inject_ ? inject_->armed() : Fault::none;
       if (f != Fault::none) misbehave(f);
       start_pass();
+      probe_path(f);
       unsigned work = poll_nic(f) +
                       (f == Fault::stall_tx ? 0 : poll_tx(f == Fault::drop));
+      // A probe is no traffic: busy-polling after one would cost an idle
+      // domain 5% of a core at a probe every millisecond.
+      unsigned probes = std::exchange(probe_frames_, 0u);
+      work -= probes;
       uint64_t now = mono_ns();
       if (now - last_control > kControlPollNs) {
         last_control = now;
         if (!handle_events(0)) return 1;
       }
+      if (work == 0 && probes != 0) idler.slept(false, now);
       if (idler.keep_polling(work, now)) continue;
       auto woke = sleep();
       if (!woke) return 1;
@@ -213,9 +221,66 @@ class Driver {
   void start_pass() {
     ++passes_;
     for (auto& c : conns_) {
-      if (c && c->header) c->header->passes.value.store(passes_, std::memory_order_release);
+      if (!c || !c->header) continue;
+      c->header->passes.value.store(passes_, std::memory_order_release);
+      c->header->path_probes_sent.value.store(probes_sent_, std::memory_order_relaxed);
+      c->header->path_probes_seen.value.store(probes_seen_, std::memory_order_relaxed);
     }
     beat();
+  }
+
+  // One probe to the peer when due. A domain whose transmit is stalled or
+  // drops everything sends none: the probe takes the data's path.
+  void probe_path(Fault f) {
+    if (opt_.path_probe_us == 0) return;
+    uint64_t now = mono_ns();
+    // Half an interval early is on time: a domain woken by its peer's probe
+    // answers with its own, and the pair settles into one wake-up each per
+    // interval instead of two.
+    uint64_t interval = uint64_t{opt_.path_probe_us} * 1000;
+    if (now + interval / 2 < next_probe_ns_) return;
+    next_probe_ns_ = now + interval;
+    if (f == Fault::stall_tx || f == Fault::drop) return;
+    // Broadcast until the peer is known, and every so often after, so that
+    // a peer whose MAC changed is found again.
+    bool broadcast = !peer_known_ || probes_sent_ % kProbeBroadcastEvery == 0;
+    Mac dst = broadcast ? Mac{0xff, 0xff, 0xff, 0xff, 0xff, 0xff} : peer_mac_;
+    std::array<std::byte, kVnetHdrLen + kPathProbeLen> frame{};
+    std::array<std::byte, kPathProbeLen> eth;
+    build_path_probe(eth, dst, nic_->mac(), opt_.pair_id, self_id_, probes_sent_ + 1);
+    std::memcpy(frame.data() + kVnetHdrLen, eth.data(), eth.size());
+    iovec iov{frame.data(), frame.size()};
+    unsigned refused = 0;
+    enter_nic_call();
+    auto sent = nic_->send({&iov, 1}, &refused);
+    beat();
+    if (!sent || *sent != 1 || refused != 0) return;
+    stats_->path_probes_sent.store(++probes_sent_, std::memory_order_relaxed);
+    publish_probes();
+  }
+
+  // At once, not at the next pass: the frontends judge a path in probe
+  // intervals, and an idle domain's next pass may be an interval away.
+  void publish_probes() {
+    for (auto& c : conns_) {
+      if (!c || !c->header) continue;
+      c->header->path_probes_sent.value.store(probes_sent_, std::memory_order_relaxed);
+      c->header->path_probes_seen.value.store(probes_seen_, std::memory_order_relaxed);
+    }
+  }
+
+  // A frame with the probes' EtherType is never an app's: counted if it is
+  // our peer's, and dropped either way.
+  bool take_probe(const std::byte* eth, uint32_t len) {
+    if (!is_path_probe(eth, len)) return false;
+    ++probe_frames_;
+    auto p = parse_path_probe(eth, len, opt_.pair_id, self_id_);
+    if (!p) return true;
+    stats_->path_probes_seen.store(++probes_seen_, std::memory_order_relaxed);
+    publish_probes();
+    peer_mac_ = p->src;
+    peer_known_ = true;
+    return true;
   }
 
   void publish(uint64_t hb) {
@@ -240,6 +305,11 @@ class Driver {
     }
     beat();  // the loops above touch every frontend's region
     int timeout_ms = static_cast<int>((opt_.heartbeat_us + 999) / 1000);
+    if (opt_.path_probe_us != 0) {
+      uint64_t now = mono_ns();
+      uint64_t due = next_probe_ns_ > now ? next_probe_ns_ - now : 0;
+      timeout_ms = std::min<int>(timeout_ms, static_cast<int>((due + 999'999) / 1'000'000));
+    }
     auto ok = handle_events(pending ? 0 : timeout_ms);
     for (auto& c : conns_) {
       if (c && c->header) ring::cancel_sleep(c->header->driver_sleeping);
@@ -470,9 +540,11 @@ class Driver {
       // look like a spin. Beating now and then keeps it told apart.
       if (i % 8 == 7) beat();
       if (lens[i] < kMinFrame) continue;
+      const auto* frame = static_cast<const std::byte*>(rx_iov_[i].iov_base);
+      if (opt_.path_probe_us != 0 && take_probe(frame + kVnetHdrLen, lens[i] - kVnetHdrLen)) continue;
       stats::add(stats_->nic_rx_frames, 1);
       stats::add(stats_->nic_rx_bytes, lens[i] - kVnetHdrLen);
-      deliver(static_cast<const std::byte*>(rx_iov_[i].iov_base), lens[i]);
+      deliver(frame, lens[i]);
     }
     // A batch of broadcasts for 64 frontends is thousands of copies and up
     // to 64 kicks (each a syscall): beaten and marked like a NIC call, so
@@ -605,6 +677,13 @@ class Driver {
   uint64_t overruns_ = 0;
   uint64_t overruns_asked_ns_ = 0;
   bool deaf_ = false;  // the deaf fault: control sockets no longer watched
+  uint32_t self_id_ = path_probe_sender_id(opt_.name);
+  uint64_t next_probe_ns_ = 0;
+  uint64_t probes_sent_ = 0;
+  uint64_t probes_seen_ = 0;
+  unsigned probe_frames_ = 0;  // probes read in this pass
+  Mac peer_mac_{};
+  bool peer_known_ = false;
 };
 
 Result<UniqueFd> listen_on(const std::string& path) {

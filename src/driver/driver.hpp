@@ -24,6 +24,10 @@ struct DriverOptions {
   uint32_t heartbeat_us = 10000;
   uint32_t spin_us = 50;  // busy-poll this long after work before sleeping
   std::string inject;     // fault-injection control file; empty: none
+  // Path probes to the pair's other domain (driver/path_probe.hpp): one
+  // this often, 0 for none; the pair's id keeps other pairs' probes apart.
+  uint32_t path_probe_us = 0;
+  uint64_t pair_id = 0;
   ServePriority serve;  // scheduling once serving
   bool sandbox = true;
 };

@@ -28,6 +28,7 @@
 #include "common/stats.hpp"
 #include "common/unix_socket.hpp"
 #include "frontend/announce.hpp"
+#include "frontend/path_check.hpp"
 #include "frontend/rx_probe.hpp"
 #include "frontend/tap.hpp"
 #include "frontend/watchdog.hpp"
@@ -181,6 +182,7 @@ class Frontend {
         last_control = now;
         reconnect_due(now);
         check_receive_path(now);
+        check_paths(now);
         if (!handle_events(0)) return 1;  // also watches the backends
       }
       if (idler.keep_polling(work, now)) continue;
@@ -246,6 +248,7 @@ class Frontend {
       if (rx_probe_.enabled() && rx_probe_.is_answer(reinterpret_cast<const uint8_t*>(f->data) + kVnetHdrLen,
                                                      f->len - kVnetHdrLen)) {
         rx_probe_.answered(clock_.now());
+        path_.answered();
       }
       if (::write(tap_.get(), f->data, f->len) < 0) {
         stats::add(stats_->rx_drops, 1);
@@ -331,6 +334,58 @@ class Frontend {
     rx_probe_pass_ = passes;
   }
 
+  // ---- the path check (path_check.hpp) -----------------------------------
+
+  void check_paths(uint64_t now) {
+    Backend* a = active();
+    Backend* s = ready_spare();
+    if (a == nullptr || s == nullptr || !a->role_acked || !s->role_acked || !rx_probe_.enabled()) {
+      path_pair_ = {};
+      return;
+    }
+    if (path_pair_.first != a->header || path_pair_.second != s->header) {
+      path_pair_ = {a->header, s->header};
+      path_.reset();
+    }
+    uint64_t watched = clock_.tick(now);
+    PathSide as = path_side(*a), ss = path_side(*s);
+    switch (path_.check(watched, as, ss)) {
+      case PathVerdict::ok:
+        return;
+      case PathVerdict::ask: {
+        const auto& frame = rx_probe_.frame();
+        if (post(*a, frame.data(), static_cast<uint32_t>(frame.size()), true) == 0) return;  // full: next time
+        ring::kick(a->doorbell.get());
+        path_.asked(watched, as.passes);
+        stats::add(stats_->path_questions, 1);
+        return;
+      }
+      case PathVerdict::spare_broken:
+        stats::add(stats_->spare_path_broken, 1);
+        events_.emit("spare-path-broken", {{"domain", s->domain()}, {"pid", s->pid}, {"detail", path_.detail()}});
+        return;
+      case PathVerdict::active_broken:
+        return fail_backend(*a, Detector::stall,
+                            fmt::format("{}, and no answer through it from {}: the active's path to the wire is broken",
+                                        path_.detail(), opt_.rx_probe_target));
+    }
+  }
+
+  static PathSide path_side(const Backend& b) {
+    const auto& h = *b.header;
+    return {h.path_probes_sent.value.load(std::memory_order_relaxed),
+            h.path_probes_seen.value.load(std::memory_order_relaxed),
+            h.passes.value.load(std::memory_order_acquire), h.rx_drained_pass.value.load(std::memory_order_acquire),
+            h.rx_overruns.value.load(std::memory_order_acquire)};
+  }
+
+  Backend* ready_spare() {
+    for (auto& b : backends_) {
+      if (b->state == Backend::State::ready && static_cast<int>(b->index) != active_) return b.get();
+    }
+    return nullptr;
+  }
+
   // ---- sleeping and events ----------------------------------------------
 
   std::optional<bool> sleep(uint64_t now) {
@@ -356,7 +411,7 @@ class Frontend {
 
   int sleep_ms(uint64_t now) {
     int ms = kMaxSleepMs;
-    bool suspecting = false;
+    bool suspecting = path_.asking();
     for (auto& b : backends_) suspecting = suspecting || b->watchdog.suspecting();
     if (active() != nullptr && (suspecting || now - last_traffic_ns_ < kRecentTrafficNs)) {
       // Heartbeats are judged at a quarter of the timeout at worst, so a
@@ -898,6 +953,8 @@ class Frontend {
   RxProbe rx_probe_;  // timed on clock_
   uint64_t rx_probe_pass_ = 0;  // the active domain's passes when the last question went out
   uint64_t rx_probe_overruns_ = 0;  // its NIC's overruns when last seen
+  PathCheck path_;
+  std::pair<const ring::RegionHeader*, const ring::RegionHeader*> path_pair_{};  // the domains path_ judges
   WatchClock clock_;
   bool resuming_ = false;                     // frames held, waiting for a domain
 };

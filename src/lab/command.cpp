@@ -123,6 +123,9 @@ void add_up(CLI::App& lab, int& exit_code) {
   up->add_option("--name", args->options.name,
                  "Lab suffix (1-11 of [a-z0-9]); random 4 hex digits by default");
   ng::cli::add_realtime_priority_option(*up, args->options.realtime_priority);
+  up->add_option("--path-probe-us", args->options.path_probe_us,
+                 "Path probes between the driver domains this often; 0: none, to compare (default: the config's)")
+      ->check(CLI::Range(0, 100000));
   up->add_flag("--json", args->json, "Print the lab description (lab.json) on stdout");
   up->add_flag("--no-manager", args->no_manager,
                "Build the topology and write the config only; start no manager");

@@ -396,6 +396,7 @@ LabInfo plan(const LabOptions& o, const std::string& sfx) {
   i.policy = o.policy;
   i.mtu = o.mtu;
   i.realtime_priority = o.realtime_priority;
+  i.path_probe_us = o.path_probe_us;
   i.switch_netns = netns_prefix(sfx) + "sw";
   i.ext = Endpoint{netns_prefix(sfx) + "ext", "eth0", "10.99.0.1/24", "fd99::1/64"};
   if (o.direct) {
@@ -427,6 +428,7 @@ std::string to_toml(const LabInfo& i) {
       "[manager]\nstate_dir = \"{}\"\npolicy = \"{}\"\n",
       i.suffix, i.state_dir, i.policy);
   if (i.realtime_priority >= 0) t += fmt::format("realtime_priority = {}\n", i.realtime_priority);
+  if (i.path_probe_us >= 0) t += fmt::format("\n[detect]\npath_probe_us = {}\n", i.path_probe_us);
   for (const auto& d : i.drivers) {
     t += fmt::format("\n[[driver]]\nname = \"{}\"\nnic = \"{}\"\nnetns = \"{}\"\n", d.name, d.nic,
                      d.netns);

@@ -32,6 +32,7 @@ struct LabOptions {
   uint32_t mtu = 1500;                 // 68..9000, every lab link and app
   bool direct = false;                 // add ng-SFX-direct, a host straight on the switch
   int realtime_priority = -1;          // [manager] realtime_priority; -1: the config's default
+  int path_probe_us = -1;              // [detect] path_probe_us; -1: the config's default
   std::string name;                    // suffix, [a-z0-9]{1,11}; random 4 hex digits if empty
   bool start_manager = true;           // false: topology and config only, no traffic wait
   std::string binary = "/proc/self/exe";  // the nicguard binary run as `manager -c CONFIG`
@@ -75,6 +76,7 @@ struct LabInfo {
   std::string policy;
   uint32_t mtu = 1500;
   int realtime_priority = -1;  // -1: not written, the config's default applies
+  int path_probe_us = -1;      // the same
   std::string switch_netns;
   std::string bridge = "br0";
   Endpoint ext;

@@ -251,7 +251,7 @@ struct Parser {
     if (t == nullptr) return;
     TableReader r(*t, "detect",
                   {"heartbeat_ms", "hang_timeout_ms", "stall_timeout_ms", "carrier", "rx_probe_interval_ms",
-                   "rx_probe_timeout_ms"},
+                   "rx_probe_timeout_ms", "path_probe_us"},
                   errors);
     auto& d = config.detect;
     r.u32("heartbeat_ms", 1, 1000, d.heartbeat_ms);
@@ -259,6 +259,12 @@ struct Parser {
     r.u32("stall_timeout_ms", 5, 60000, d.stall_timeout_ms);
     r.u32("rx_probe_interval_ms", 10, 10000, d.rx_probe_interval_ms);
     r.u32("rx_probe_timeout_ms", 20, 60000, d.rx_probe_timeout_ms);
+    r.u32("path_probe_us", 0, 100000, d.path_probe_us);
+    if (d.path_probe_us != 0 && d.path_probe_us < 100) {
+      errors.at(r.node("path_probe_us"), "detect.path_probe_us",
+                fmt::format("{} us would flood the switch: use 100 or more, or 0 for no path probes",
+                            d.path_probe_us));
+    }
     if (d.rx_probe_timeout_ms < 2 * d.rx_probe_interval_ms) {
       errors.at(r.node("rx_probe_timeout_ms"), "detect.rx_probe_timeout_ms",
                 fmt::format("{} ms leaves room for fewer than two probes every {} ms: make it at least twice "
@@ -546,7 +552,8 @@ std::string to_toml(const Config& c) {
                                     {"stall_timeout_ms", int64_t{c.detect.stall_timeout_ms}},
                                     {"carrier", c.detect.carrier},
                                     {"rx_probe_interval_ms", int64_t{c.detect.rx_probe_interval_ms}},
-                                    {"rx_probe_timeout_ms", int64_t{c.detect.rx_probe_timeout_ms}}});
+                                    {"rx_probe_timeout_ms", int64_t{c.detect.rx_probe_timeout_ms}},
+                                    {"path_probe_us", int64_t{c.detect.path_probe_us}}});
   if (!c.metrics.listen.empty()) root.insert("metrics", toml::table{{"listen", c.metrics.listen}});
   toml::array drivers;
   for (const auto& d : c.drivers) {

@@ -34,6 +34,7 @@ struct DetectConfig {
   bool carrier = true;             // carrier loss on a domain's NIC is its failure
   uint32_t rx_probe_interval_ms = 100;  // receive-path check: an ARP question this often
   uint32_t rx_probe_timeout_ms = 300;   // ... unanswered this long is a stall
+  uint32_t path_probe_us = 1000;  // driver domains probe each other's path this often; 0: never
 };
 
 struct MetricsConfig {

@@ -172,6 +172,17 @@ Result<std::string> self_exe() {
   return p.string();
 }
 
+// The pair's id in path probes: one per state directory, so that two
+// managers' pairs on one segment keep their probes apart.
+uint64_t pair_id(const std::string& state_dir) {
+  uint64_t h = 14695981039346656037ULL;  // FNV-1a
+  for (char c : state_dir) {
+    h ^= static_cast<uint8_t>(c);
+    h *= 1099511628211ULL;
+  }
+  return h;
+}
+
 }  // namespace
 
 Manager::Manager(Config config) : config_(std::move(config)) {}
@@ -379,6 +390,8 @@ void Manager::build_children() {
               "--stats",  config_.path("driver-" + d.name + ".stats"),
               "--memory-limit-mb", std::to_string(d.memory_limit_mb),
               "--heartbeat-us", std::to_string(config_.detect.heartbeat_ms * 1000),
+              "--path-probe-us", std::to_string(config_.detect.path_probe_us),
+              "--pair-id", std::to_string(pair_id(config_.state_dir)),
               "--inject", config_.path("driver-" + d.name + ".inject"),
               "--serve-nice", std::to_string(serve_nice()),
               "--serve-realtime", std::to_string(rt)};

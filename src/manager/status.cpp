@@ -47,6 +47,8 @@ void add_driver_stats(json& j, const stats::DriverStats& s) {
                    {"nic_tx_frames", load(s.nic_tx_frames)}, {"nic_tx_bytes", load(s.nic_tx_bytes)},
                    {"nic_tx_errors", load(s.nic_tx_errors)}, {"rx_unclaimed", load(s.rx_unclaimed)},
                    {"nic_rx_overruns", load(s.nic_rx_overruns)},
+                   {"path_probes_sent", load(s.path_probes_sent)},
+                   {"path_probes_seen", load(s.path_probes_seen)},
                    {"heartbeat", load(s.heartbeat)}};
   for (const auto& k : s.conns) {
     if (k.in_use.load(std::memory_order_acquire) == 0) continue;
@@ -70,7 +72,9 @@ void add_front_stats(json& j, const stats::FrontStats& s) {
                    {"last_switch_us", load(s.last_switch_us)},
                    {"held_frames", load(s.held_frames)},
                    {"hold_drops", load(s.hold_drops)},
-                   {"salvaged", load(s.salvaged)}};
+                   {"salvaged", load(s.salvaged)},
+                   {"spare_path_broken", load(s.spare_path_broken)},
+                   {"path_questions", load(s.path_questions)}};
   int active = s.active.load(std::memory_order_relaxed);
   for (int i = 0; i < stats::kMaxBackends; ++i) {
     const auto& b = s.backends[i];

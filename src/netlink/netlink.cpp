@@ -332,6 +332,10 @@ Status Session::set_master(const std::string& link, const std::string& bridge) {
                        [&](rtnl_link* c) { rtnl_link_set_master(c, *index); });
 }
 
+Status Session::release(const std::string& link) {
+  return impl_->change(link, "release from its bridge", [](rtnl_link* c) { rtnl_link_set_master(c, 0); });
+}
+
 Status Session::move_to_netns(const std::string& link, int ns_fd) {
   return impl_->change(link, fmt::format("move to {}", describe_netns(ns_fd)),
                        [&](rtnl_link* c) { rtnl_link_set_ns_fd(c, ns_fd); });

@@ -51,6 +51,7 @@ class Session {
   Status create_veth(const std::string& name, const std::string& peer, int peer_ns_fd = -1);
   Status create_bridge(const std::string& name);
   Status set_master(const std::string& link, const std::string& bridge);
+  Status release(const std::string& link);  // out of its bridge ("nomaster")
   Status move_to_netns(const std::string& link, int ns_fd);
   Status set_up(const std::string& link, bool up = true);
   Status set_mtu(const std::string& link, uint32_t mtu);

@@ -30,7 +30,7 @@
 namespace ng::ring {
 
 inline constexpr uint32_t kMagic = 0x3152474e;  // "NGR1"
-inline constexpr uint32_t kLayoutVersion = 2;
+inline constexpr uint32_t kLayoutVersion = 3;
 inline constexpr size_t kCacheLine = 64;
 inline constexpr size_t kPage = 4096;
 inline constexpr uint32_t kMinSlots = 8;
@@ -82,6 +82,10 @@ struct RegionHeader {
   // The last pass in which the driver read its NIC until it had nothing
   // more: every frame that arrived before that pass began was delivered.
   Counter64 rx_drained_pass;
+  // Path probes (driver/path_probe.hpp): those this domain sent its peer
+  // across the switch, and those of its peer's it has seen.
+  Counter64 path_probes_sent;
+  Counter64 path_probes_seen;
   Flag driver_sleeping;  // driver is (about to be) blocked on its doorbell
   Flag front_sleeping;   // frontend is (about to be) blocked on its doorbell
   RingControl tx;        // frontend produces, driver consumes

@@ -255,8 +255,12 @@ TEST_F(FailoverTest, DomainThatNeverAnswersHelloIsPassedOver) {
 // packet socket, and the switch keeps sending there until the failover.
 // The manager salvages them from the socket the dead domain leaves behind:
 // the app gets every datagram of a stream that ran through the whole stall.
+// Without path probes the stall is found by the slow receive-path check,
+// so that hundreds of datagrams wait in the stalled domain's socket.
 TEST_F(FailoverTest, FramesAFailedDomainNeverReadReachTheApp) {
-  LabGuard lab;
+  LabOptions o;
+  o.path_probe_us = 0;
+  LabGuard lab(o);
   ASSERT_TRUE(lab.ok()) << lab.error();
   const auto& app = lab.apps().at(0);
   Background echo(in_ns(app.netns, fmt::format("{} probe echo --port {} --duration 20", quote(kNicguard), kUdpPort)));
@@ -285,6 +289,50 @@ TEST_F(FailoverTest, FramesAFailedDomainNeverReadReachTheApp) {
   // A few may fall at the edges (the echo's reply in flight at the switch):
   // without the salvage, every datagram of the stall is lost.
   EXPECT_GE(udp.value("received", 0), udp.value("sent", 0) - 10) << udp.dump() << event_lines(lab);
+}
+
+// The path probes find a receive path that stopped, and a switch port that
+// stopped forwarding while its link stays up (no carrier change), in
+// milliseconds rather than at the receive-path check's timeout.
+bool found_by_path_probes(const LabGuard& lab, size_t skip) {
+  auto events = read_events(lab);
+  for (size_t i = skip; i < events.size(); ++i) {
+    if (events[i].value("event", "") == "detect" &&
+        events[i].value("detail", "").find("path probes") != std::string::npos) {
+      return true;
+    }
+  }
+  return false;
+}
+
+TEST_F(FailoverTest, ReceiveStallIsFoundByThePathProbes) {
+  LabGuard lab;
+  ASSERT_TRUE(lab.ok()) << lab.error();
+  Traffic traffic(lab, file_, 6);
+  size_t before = read_events(lab).size();
+  fail_active(lab, "stall-rx", "stall", "front-app1");
+  EXPECT_TRUE(found_by_path_probes(lab, before)) << event_lines(lab);
+  expect_traffic_survived(lab, traffic);
+}
+
+TEST_F(FailoverTest, BlockedSwitchPortIsFoundByThePathProbes) {
+  LabGuard lab;
+  ASSERT_TRUE(lab.ok()) << lab.error();
+  Traffic traffic(lab, file_, 6);
+  std::string victim = active_driver(lab);
+  ASSERT_FALSE(victim.empty()) << lab.status_table();
+  std::string port = lab.info().at("drivers").at(victim == "a" ? 0 : 1).at("switch_port").get<std::string>();
+  size_t before = read_events(lab).size();
+  auto r = run(fmt::format("ip -n {} link set {} nomaster", lab.switch_ns(), port), 10s);
+  ASSERT_TRUE(r.ok()) << r.describe();
+  Json want = {{"event", "detect"}, {"detector", "stall"}, {"domain", "driver-" + victim}};
+  EXPECT_TRUE(wait_until([&] { return has_event(lab, before, want); }, kDetectLimit, 5ms)) << event_lines(lab);
+  EXPECT_TRUE(found_by_path_probes(lab, before)) << event_lines(lab);
+  r = run(fmt::format("ip -n {} link set {} master br0", lab.switch_ns(), port), 10s);
+  ASSERT_TRUE(r.ok()) << r.describe();
+  EXPECT_TRUE(wait_until([&] { return spare_is_back(lab, victim); }, kRejoinLimit))
+      << lab.status_table() << event_lines(lab);
+  expect_traffic_survived(lab, traffic);
 }
 
 TEST_F(FailoverTest, CarrierLossOnTheDomainsNic) { survive_two("link-down", "carrier", "manager"); }

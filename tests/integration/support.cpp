@@ -351,6 +351,7 @@ LabGuard::LabGuard(const LabOptions& o) {
   std::string args = fmt::format("lab up --json --name {} --apps {} --mtu {} --policy {}", suffix_,
                                  o.apps, o.mtu, o.policy);
   if (o.realtime_priority >= 0) args += fmt::format(" --realtime-priority {}", o.realtime_priority);
+  if (o.path_probe_us >= 0) args += fmt::format(" --path-probe-us {}", o.path_probe_us);
   auto r = run(nicguard_cmd(args, limit), limit + 20s);
   if (!r.ok()) {
     error_ = "`nicguard lab up` failed:\n" + r.describe();

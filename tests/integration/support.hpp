@@ -138,6 +138,7 @@ struct LabOptions {
   int mtu = 1500;
   std::string policy = "warm-spare";
   int realtime_priority = -1;  // --realtime-priority; -1: the config's default
+  int path_probe_us = -1;      // --path-probe-us; -1: the config's default
   std::chrono::milliseconds up_limit = 120s;
 };
 
