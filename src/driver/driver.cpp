@@ -45,6 +45,10 @@ constexpr uint64_t kControlPollNs = 1'000'000;
 constexpr unsigned kControlPerPass = 1;
 constexpr unsigned kNicBatches = 4;
 constexpr uint64_t kProbeBroadcastEvery = 512;
+// Long runs of per-item work (control events, copies of a broadcast to
+// every frontend) beat every so many items, so that no frontend takes
+// their length for a spin.
+constexpr unsigned kItemsPerBeat = 8;
 
 enum Tag : uint32_t { tag_nic = 1, tag_listen = 2, tag_sock = 3, tag_kick = 4 };
 
@@ -333,7 +337,7 @@ class Driver {
     if (n > 0) enter_nic_call();
     unsigned control = 0;
     for (int i = 0; i < n; ++i) {
-      if (i % 8 == 7) enter_nic_call_again();
+      if (i % kItemsPerBeat == kItemsPerBeat - 1) enter_nic_call_again();
       auto t = static_cast<Tag>(ev[i].data.u64 >> 32);
       auto id = static_cast<uint32_t>(ev[i].data.u64);
       if (t == tag_kick && id < conns_.size() && conns_[id]) {
@@ -538,7 +542,7 @@ class Driver {
       // A broadcast is copied to every frontend: a batch of them is long
       // enough for the host's interrupt work, charged to whoever runs, to
       // look like a spin. Beating now and then keeps it told apart.
-      if (i % 8 == 7) beat();
+      if (i % kItemsPerBeat == kItemsPerBeat - 1) beat();
       if (lens[i] < kMinFrame) continue;
       const auto* frame = static_cast<const std::byte*>(rx_iov_[i].iov_base);
       if (opt_.path_probe_us != 0 && take_probe(frame + kVnetHdrLen, lens[i] - kVnetHdrLen)) continue;

@@ -111,8 +111,11 @@ struct Backend {
   // The handshake step, or the Activate, waiting for its answer: judged at
   // the deadline against the domain's CPU time since the baseline.
   uint64_t handshake_deadline_ns = 0;
-  uint64_t handshake_since_ns = 0;  // 0: baseline not taken yet
+  uint64_t handshake_since_ns = 0;
   uint64_t handshake_cpu_ns = 0;
+  // An Activate's baseline is taken at its first deadline, off the path of
+  // the switch that sent it.
+  bool baseline_pending = false;
   uint64_t ready_ns = 0;          // when the connection last became ready
   uint32_t quick_failures = 0;    // failures in a row, each soon after connecting
 
@@ -540,7 +543,8 @@ class Frontend {
     if (now < b.handshake_deadline_ns) return;
     ProcSample s = b.pid > 0 ? sample_process(b.pid) : ProcSample{true, 'S', 0};
     if (answer_pending(b)) return;  // came while we sampled: the event loop takes it next
-    if (b.handshake_since_ns == 0) {  // an Activate: the baseline is taken late, off the switch's path
+    if (b.baseline_pending) {
+      b.baseline_pending = false;
       b.handshake_since_ns = now;
       b.handshake_cpu_ns = s.cpu_ns;
       b.handshake_deadline_ns = now + handshake_timeout_ns() / 4;
@@ -585,6 +589,7 @@ class Frontend {
     std::strncpy(addr.sun_path, b.socket_path.c_str(), sizeof(addr.sun_path) - 1);
     if (::connect(s.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) return;
     learn_peer(b, s.get());
+    b.baseline_pending = false;
     b.handshake_since_ns = mono_ns();
     b.handshake_deadline_ns = b.handshake_since_ns + handshake_timeout_ns();
     b.handshake_cpu_ns = b.pid > 0 ? sample_process(b.pid).cpu_ns : 0;
@@ -747,7 +752,7 @@ class Frontend {
   // judges next; until the ack comes, the driver's passes prove nothing.
   void activate(Backend& b) {
     b.role_acked = false;
-    b.handshake_since_ns = 0;
+    b.baseline_pending = true;
     b.handshake_deadline_ns = mono_ns() + handshake_timeout_ns();
     proto::send_message(b.sock.get(), proto::Activate{proto::Role::active});
   }
