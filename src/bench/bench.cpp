@@ -759,6 +759,7 @@ Result<BenchResult> run(const BenchOptions& o) {
   lo.policy = "warm-spare";
   lo.direct = true;
   lo.realtime_priority = o.realtime_priority;
+  lo.path_probe_us = o.path_probe_us;
   lo.binary = o.binary;
   lo.interrupted = o.interrupted;
   if (o.progress) o.progress("building the lab (1 app domain, warm spare, direct host)");

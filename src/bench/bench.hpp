@@ -33,6 +33,7 @@ struct BenchOptions {
   int duration_s = 5;                     // per test and per path
   bool keep = false;                      // leave the lab running afterwards
   int realtime_priority = -1;             // the lab's data path; -1: the config's default
+  int path_probe_us = -1;                 // the lab's path probes; -1: the config's default
   std::string binary = "/proc/self/exe";  // nicguard, run as the lab's manager
   Interrupted interrupted;
   // Progress lines ("tcp 1 stream, direct: 12.3 Gbit/s"); may be empty.

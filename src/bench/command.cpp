@@ -23,6 +23,7 @@ struct Args {
   bool keep = false;
   bool quiet = false;
   int realtime_priority = -1;
+  int path_probe_us = -1;
 };
 
 int run_bench(const Args& args) {
@@ -31,6 +32,7 @@ int run_bench(const Args& args) {
   o.duration_s = args.duration_s;
   o.keep = args.keep;
   o.realtime_priority = args.realtime_priority;
+  o.path_probe_us = args.path_probe_us;
   o.interrupted = [&signals] { return signals.fired(); };
   if (!args.quiet) {
     o.progress = [](const std::string& line) {
@@ -75,5 +77,8 @@ void ng::cli::add_bench_command(CLI::App& app, int& exit_code) {
                 "it with `nicguard lab down`); a signal still removes it");
   sub->add_flag("-q,--quiet", args->quiet, "No progress lines on stderr");
   ng::cli::add_realtime_priority_option(*sub, args->realtime_priority);
+  sub->add_option("--path-probe-us", args->path_probe_us,
+                  "Path probes between the driver domains this often; 0: none, to compare (default: the config's)")
+      ->check(CLI::Range(0, 100000));
   sub->callback([args, &exit_code] { exit_code = ng::bench::run_bench(*args); });
 }
