@@ -225,10 +225,7 @@ class Driver {
   void start_pass() {
     ++passes_;
     for (auto& c : conns_) {
-      if (!c || !c->header) continue;
-      c->header->passes.value.store(passes_, std::memory_order_release);
-      c->header->path_probes_sent.value.store(probes_sent_, std::memory_order_relaxed);
-      c->header->path_probes_seen.value.store(probes_seen_, std::memory_order_relaxed);
+      if (c && c->header) c->header->passes.value.store(passes_, std::memory_order_release);
     }
     beat();
   }
@@ -445,6 +442,8 @@ class Driver {
     c.state = Connection::State::ready;
     c.header->passes.value.store(passes_, std::memory_order_release);
     c.header->rx_overruns.value.store(overruns_, std::memory_order_release);
+    c.header->path_probes_sent.value.store(probes_sent_, std::memory_order_relaxed);
+    c.header->path_probes_seen.value.store(probes_seen_, std::memory_order_relaxed);
     epoll_event ev{EPOLLIN, {.u64 = tag(tag_kick, c.id)}};
     ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, c.doorbell.get(), &ev);
     publish_stats(c);

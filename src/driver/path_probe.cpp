@@ -2,6 +2,8 @@
 
 #include <cstring>
 
+#include "common/hash.hpp"
+
 namespace ng::driver {
 namespace {
 
@@ -26,12 +28,8 @@ T get(const std::byte* p) {
 }  // namespace
 
 uint32_t path_probe_sender_id(std::string_view domain_name) {
-  uint32_t h = 2166136261u;  // FNV-1a
-  for (char c : domain_name) {
-    h ^= static_cast<uint8_t>(c);
-    h *= 16777619u;
-  }
-  return h;
+  uint64_t h = fnv1a64(domain_name);
+  return static_cast<uint32_t>(h ^ (h >> 32));
 }
 
 void build_path_probe(std::array<std::byte, kPathProbeLen>& out, const Mac& dst, const Mac& src,

@@ -329,12 +329,18 @@ class Frontend {
     if (rx_probe_.failed(watched) && drained >= rx_probe_pass_ + 2) {
       return fail_backend(*a, Detector::stall, rx_probe_.detail(watched));
     }
-    if (!rx_probe_.due(watched)) return;
-    const auto& frame = rx_probe_.frame();
-    if (post(*a, frame.data(), static_cast<uint32_t>(frame.size()), true) == 0) return;  // full: next pass
-    if (ring::peer_needs_kick(a->header->driver_sleeping)) ring::kick(a->doorbell.get());
+    if (!rx_probe_.due(watched) || !ask_neighbour(*a)) return;  // a full ring: next pass
     rx_probe_.sent(watched);
     rx_probe_pass_ = passes;
+  }
+
+  // The receive-path check's ARP question, through the active domain;
+  // false when its TX ring is full.
+  bool ask_neighbour(Backend& a) {
+    const auto& frame = rx_probe_.frame();
+    if (post(a, frame.data(), static_cast<uint32_t>(frame.size()), true) == 0) return false;
+    if (ring::peer_needs_kick(a.header->driver_sleeping)) ring::kick(a.doorbell.get());
+    return true;
   }
 
   // ---- the path check (path_check.hpp) -----------------------------------
@@ -355,14 +361,11 @@ class Frontend {
     switch (path_.check(watched, as, ss)) {
       case PathVerdict::ok:
         return;
-      case PathVerdict::ask: {
-        const auto& frame = rx_probe_.frame();
-        if (post(*a, frame.data(), static_cast<uint32_t>(frame.size()), true) == 0) return;  // full: next time
-        ring::kick(a->doorbell.get());
+      case PathVerdict::ask:
+        if (!ask_neighbour(*a)) return;  // a full ring: next time
         path_.asked(watched, as.passes);
         stats::add(stats_->path_questions, 1);
         return;
-      }
       case PathVerdict::spare_broken:
         stats::add(stats_->spare_path_broken, 1);
         events_.emit("spare-path-broken", {{"domain", s->domain()}, {"pid", s->pid}, {"detail", path_.detail()}});

@@ -21,6 +21,7 @@
 #include <spdlog/spdlog.h>
 
 #include "common/clock.hpp"
+#include "common/hash.hpp"
 #include "common/text.hpp"
 #include "inject/regflip.hpp"
 #include "netlink/netlink.hpp"
@@ -177,15 +178,7 @@ Result<std::string> self_exe() {
 // pairs of other hosts (or of another manager here) on the same segment
 // keep their probes apart; the same on every start, so that a restarted
 // manager still adopts the domains (their command line must not change).
-uint64_t pair_id(const std::string& state_dir) {
-  std::string key = read_text("/etc/machine-id") + state_dir;
-  uint64_t h = 14695981039346656037ULL;  // FNV-1a
-  for (char c : key) {
-    h ^= static_cast<uint8_t>(c);
-    h *= 1099511628211ULL;
-  }
-  return h;
-}
+uint64_t pair_id(const std::string& state_dir) { return fnv1a64(read_text("/etc/machine-id") + state_dir); }
 
 }  // namespace
 

@@ -60,13 +60,13 @@ void Salvage::drain(const std::vector<SalvageTarget>& targets) {
   if (!draining_) return;
   mmsghdr in[kBatch]{};
   iovec iov[kBatch];
+  for (unsigned i = 0; i < kBatch; ++i) iov[i] = {buf_.data() + i * kFrameRoom, kFrameRoom};
   for (unsigned batch = 0; batch < kBatchesPerDrain; ++batch) {
     if (counts_.read >= kMaxFrames) {
       draining_ = false;  // what is left stays for the kernel to drop
       return;
     }
     for (unsigned i = 0; i < kBatch; ++i) {
-      iov[i] = {buf_.data() + i * kFrameRoom, kFrameRoom};
       in[i] = {};
       in[i].msg_hdr.msg_iov = &iov[i];
       in[i].msg_hdr.msg_iovlen = 1;
@@ -95,7 +95,7 @@ void Salvage::hand_over(const mmsghdr* in, unsigned got, const std::vector<Salva
     }
     if (owner[i] == targets.size()) ++counts_.unclaimed;
   }
-  std::vector<bool> done(got, false);
+  bool done[kBatch] = {};
   for (unsigned first = 0; first < got; ++first) {
     if (done[first] || owner[first] == targets.size()) continue;
     iovec parts[2 * kBatch];
