@@ -72,45 +72,50 @@ TEST(Watchdog, AsleepAfterAKickIsAHang) {
   EXPECT_NE(w.detail().find("asleep"), std::string::npos);
 }
 
-TEST(Watchdog, SpinningWithoutBeatingIsAHang) {
-  Watchdog w(config());
+// A domain on a CPU whose heartbeat stopped at `beat` (odd: inside a NIC
+// call) at time 0, kicked at half the timeout; ran() adds CPU time to it
+// and check(ms) judges it then.
+struct Silent {
+  explicit Silent(uint64_t silent_at, const WatchdogConfig& c = config()) : w(c), beat(silent_at) {
+    f.sample = {true, 'R', 100 * kMs};
+    w.reset(0, beat, 0);
+    EXPECT_EQ(w.check(3 * kMs, beat, 0, 0, f.fn()), Verdict::demand_beat);
+  }
+  void ran(uint64_t ms) { f.sample.cpu_ns += ms * kMs; }
+  Verdict check(uint64_t ms) { return w.check(ms * kMs, beat, 0, 0, f.fn()); }
+
+  Watchdog w;
   Fake f;
-  f.sample = {true, 'R', 100 * kMs};
-  w.reset(0, 8, 0);  // even: outside a NIC call
-  EXPECT_EQ(w.check(3 * kMs, 8, 0, 0, f.fn()), Verdict::demand_beat);
-  f.sample.cpu_ns += 2 * kMs;  // 2 of 3 ms: could still be starved part of the time
-  EXPECT_EQ(w.check(6 * kMs, 8, 0, 0, f.fn()), Verdict::ok);
-  f.sample.cpu_ns += 3 * kMs;  // 5 ms on a CPU: a busy host's interrupts could do that
-  EXPECT_EQ(w.check(9 * kMs, 8, 0, 0, f.fn()), Verdict::ok);
-  f.sample.cpu_ns += 1 * kMs;  // a whole timeout of CPU, and one pass takes far less
-  EXPECT_EQ(w.check(10 * kMs, 8, 0, 0, f.fn()), Verdict::hang);
-  EXPECT_NE(w.detail().find("running"), std::string::npos);
+  uint64_t beat;
+};
+
+TEST(Watchdog, SpinningWithoutBeatingIsAHang) {
+  Silent d(8);  // even: outside a NIC call
+  d.ran(2);  // 2 of 3 ms: could still be starved part of the time
+  EXPECT_EQ(d.check(6), Verdict::ok);
+  d.ran(3);  // 5 ms on a CPU: a busy host's interrupts could do that
+  EXPECT_EQ(d.check(9), Verdict::ok);
+  d.ran(1);  // a whole timeout of CPU, and one pass takes far less
+  EXPECT_EQ(d.check(10), Verdict::hang);
+  EXPECT_NE(d.w.detail().find("running"), std::string::npos);
 }
 
 TEST(Watchdog, SpinningTheWholeTimeIsAHangAfterATimeoutOfCpu) {
-  Watchdog w(config());
-  Fake f;
-  f.sample = {true, 'R', 100 * kMs};
-  w.reset(0, 8, 0);
-  EXPECT_EQ(w.check(3 * kMs, 8, 0, 0, f.fn()), Verdict::demand_beat);
-  f.sample.cpu_ns += 3 * kMs;
-  EXPECT_EQ(w.check(6 * kMs, 8, 0, 0, f.fn()), Verdict::ok);
-  f.sample.cpu_ns += 3 * kMs;
-  EXPECT_EQ(w.check(9 * kMs, 8, 0, 0, f.fn()), Verdict::hang);
+  Silent d(8);
+  d.ran(3);
+  EXPECT_EQ(d.check(6), Verdict::ok);
+  d.ran(3);
+  EXPECT_EQ(d.check(9), Verdict::hang);
 }
 
 // The beat's low bit set: the domain is inside a NIC call, whose kernel work
 // (a veth peer's receive path) may run on its CPU time for milliseconds.
 TEST(Watchdog, LongNicCallIsNotASpinUntilTheKernelCallLimit) {
-  Watchdog w(config());
-  Fake f;
-  f.sample = {true, 'R', 100 * kMs};
-  w.reset(0, 9, 0);
-  EXPECT_EQ(w.check(3 * kMs, 9, 0, 0, f.fn()), Verdict::demand_beat);
-  f.sample.cpu_ns += 150 * kMs;  // the call keeps the CPU
-  for (uint64_t t = 6; t < 200; ++t) EXPECT_EQ(w.check(t * kMs, 9, 0, 0, f.fn()), Verdict::ok);
-  EXPECT_EQ(w.check(200 * kMs, 9, 0, 0, f.fn()), Verdict::hang);
-  EXPECT_NE(w.detail().find("NIC call"), std::string::npos);
+  Silent d(9);
+  d.ran(150);  // the call keeps the CPU
+  for (uint64_t t = 6; t < 200; ++t) EXPECT_EQ(d.check(t), Verdict::ok);
+  EXPECT_EQ(d.check(200), Verdict::hang);
+  EXPECT_NE(d.w.detail().find("NIC call"), std::string::npos);
 }
 
 // Control work at a start-up storm on a loaded host: inside a call, but
@@ -118,40 +123,28 @@ TEST(Watchdog, LongNicCallIsNotASpinUntilTheKernelCallLimit) {
 // A spinner that shares its core with CPU hogs gets a third of it: judged
 // once it has spun a whole timeout in all since the kick.
 TEST(Watchdog, ASpinnerOnABusyCoreIsAHangOnceItSpunATimeout) {
-  Watchdog w(config());
-  Fake f;
-  f.sample = {true, 'R', 100 * kMs};
-  w.reset(0, 8, 0);
-  EXPECT_EQ(w.check(3 * kMs, 8, 0, 0, f.fn()), Verdict::demand_beat);
-  f.sample.cpu_ns += 4 * kMs;
-  EXPECT_EQ(w.check(15 * kMs, 8, 0, 0, f.fn()), Verdict::ok);  // 4 of 12 ms on a CPU
-  f.sample.cpu_ns += 2 * kMs;
-  EXPECT_EQ(w.check(21 * kMs, 8, 0, 0, f.fn()), Verdict::hang);
+  Silent d(8);
+  d.ran(4);
+  EXPECT_EQ(d.check(15), Verdict::ok);  // 4 of 12 ms on a CPU
+  d.ran(2);
+  EXPECT_EQ(d.check(21), Verdict::hang);
 }
 
 TEST(Watchdog, NicCallWaitingForACpuIsNoHangUntilTheStarvationLimit) {
   WatchdogConfig c = config();
   c.starve_limit_ns = 1000 * kMs;
-  Watchdog w(c);
-  Fake f;
-  f.sample = {true, 'R', 100 * kMs};
-  w.reset(0, 9, 0);
-  EXPECT_EQ(w.check(3 * kMs, 9, 0, 0, f.fn()), Verdict::demand_beat);
-  f.sample.cpu_ns += 20 * kMs;
-  for (uint64_t t = 6; t < 1000; t += 3) EXPECT_EQ(w.check(t * kMs, 9, 0, 0, f.fn()), Verdict::ok) << t;
-  EXPECT_EQ(w.check(1000 * kMs, 9, 0, 0, f.fn()), Verdict::hang);
+  Silent d(9, c);
+  d.ran(20);
+  for (uint64_t t = 6; t < 1000; t += 3) EXPECT_EQ(d.check(t), Verdict::ok) << t;
+  EXPECT_EQ(d.check(1000), Verdict::hang);
 }
 
 TEST(Watchdog, StarvedDomainIsNotAHangUntilTheStarvationLimit) {
-  Watchdog w(config());
-  Fake f;
-  f.sample = {true, 'R', 100 * kMs};
-  w.reset(0, 8, 0);
-  EXPECT_EQ(w.check(3 * kMs, 8, 0, 0, f.fn()), Verdict::demand_beat);
-  f.sample.cpu_ns += kMs;  // a long batch, not a hang
-  for (uint64_t t = 6; t < 200; ++t) EXPECT_EQ(w.check(t * kMs, 8, 0, 0, f.fn()), Verdict::ok);
-  EXPECT_EQ(w.check(200 * kMs, 8, 0, 0, f.fn()), Verdict::hang);
-  EXPECT_NE(w.detail().find("no CPU"), std::string::npos);
+  Silent d(8);
+  d.ran(1);  // a long batch, not a hang
+  for (uint64_t t = 6; t < 200; ++t) EXPECT_EQ(d.check(t), Verdict::ok);
+  EXPECT_EQ(d.check(200), Verdict::hang);
+  EXPECT_NE(d.w.detail().find("no CPU"), std::string::npos);
 }
 
 TEST(Watchdog, GoneOrExitingProcessIsACrash) {
