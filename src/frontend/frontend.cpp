@@ -6,6 +6,7 @@
 #include <sys/epoll.h>
 #include <poll.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
 #include <sys/un.h>
@@ -28,6 +29,7 @@
 #include "common/stats.hpp"
 #include "common/unix_socket.hpp"
 #include "frontend/announce.hpp"
+#include "frontend/cpu_sampler.hpp"
 #include "frontend/path_check.hpp"
 #include "frontend/rx_probe.hpp"
 #include "frontend/tap.hpp"
@@ -64,6 +66,8 @@ constexpr uint64_t kHandshakeStarveLimitNs = 10'000'000'000;
 // counts towards the reconnection back-off.
 constexpr uint64_t kQuickFailureNs = 1'000'000'000;
 constexpr uint64_t kMaxReconnectDelayNs = 1'000'000'000;
+// A domain asked for a beat runs at this nice value until it answers.
+constexpr int kSuspectNice = -20;
 // Salvage datagrams read per wake-up; the loop comes back for more.
 constexpr unsigned kSalvageDatagrams = 8;
 
@@ -104,6 +108,10 @@ struct Backend {
   pid_t pid = 0;      // the driver domain's process, from SO_PEERCRED
   UniqueFd pidfd;     // to fence it without racing a pid reuse
   Watchdog watchdog;
+  // While a beat is awaited: the domain's user-mode CPU time, and whether
+  // it was raised in priority to show quickly whether it is alive.
+  UserCpuSampler sampler;
+  bool boosted = false;
   bool failed_before = false;  // its next connection is a re-join
   // The driver acknowledged the role it now has (SetupAck, ActivateAck):
   // only then do its passes prove that it skips our frames.
@@ -151,6 +159,7 @@ class Frontend {
       backends_.push_back(std::move(b));
     }
     stats_->active.store(-1);
+    if (auto r = UserCpuSampler::keep_ready()) sampling_ready_ = std::move(*r);
     rx_probe_ = make_rx_probe(o);
     epoll_event ev{EPOLLIN, {.u64 = tag(tag_tap, 0)}};
     ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, tap_.get(), &ev);
@@ -491,11 +500,22 @@ class Frontend {
     seen.heartbeat = beat;
     seen.tx_done = b.tx.done();
     seen.tx_in_flight = b.tx.in_flight();
+    if (b.sampler.running()) {
+      seen.user_known = true;
+      seen.user_ns = b.sampler.user_ns();
+    }
     pid_t pid = b.pid;
     auto sample = [pid] { return pid > 0 ? sample_process(pid) : ProcSample{true, 'R', 0}; };
     Verdict v = b.watchdog.check(now, seen, sample);
-    if (v == Verdict::ok) return;
-    if (v == Verdict::demand_beat) return ring::kick(b.doorbell.get());
+    if (v == Verdict::ok) {
+      if (!b.watchdog.suspecting()) end_suspicion(b);
+      return;
+    }
+    if (v == Verdict::demand_beat) {
+      begin_suspicion(b);
+      return ring::kick(b.doorbell.get());
+    }
+    end_suspicion(b);
     Detector d = v == Verdict::stall ? Detector::stall
                  : v == Verdict::hang ? Detector::hang
                                       : Detector::crash;
@@ -505,6 +525,36 @@ class Frontend {
     std::string detail = b.watchdog.detail();
     if (d == Detector::hang && pid > 0) detail += "; " + where_is(pid);
     fail_backend(b, d, detail, b.watchdog.silent_ns());
+  }
+
+  // A silent domain is asked for a beat. On a loaded host a healthy one may
+  // wait milliseconds for a CPU before it can answer, and a spinning one
+  // needs the CPU to show that it spins; raised above the load (nice -20,
+  // a realtime domain is above it already) both show within about a
+  // millisecond. Each frontend that raises it lowers it again, so the
+  // last word on the domain's priority is always a lowering.
+  void begin_suspicion(Backend& b) {
+    if (b.pid <= 0) return;
+    if (!b.sampler.running()) {
+      auto s = UserCpuSampler::start(b.pid);
+      if (s) {
+        b.sampler = std::move(*s);
+      } else if (!sampler_warned_) {
+        sampler_warned_ = true;
+        spdlog::warn("frontend {}: {}; hangs are judged on total CPU time, which needs {} ms of it",
+                     opt_.name, s.error().message, opt_.hang_timeout_ms);
+      }
+    }
+    if (!b.boosted && opt_.serve.realtime <= 0 && ::setpriority(PRIO_PROCESS, b.pid, kSuspectNice) == 0) {
+      b.boosted = true;
+    }
+  }
+
+  void end_suspicion(Backend& b) {
+    b.sampler = {};
+    if (!b.boosted) return;
+    b.boosted = false;
+    if (b.pid > 0) ::setpriority(PRIO_PROCESS, b.pid, ::getpriority(PRIO_PROCESS, 0));
   }
 
   void arm_watchdog(Backend& b, bool active) {
@@ -761,6 +811,7 @@ class Frontend {
   }
 
   void close_backend(Backend& b) {
+    end_suspicion(b);
     if (b.sock) ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, b.sock.get(), nullptr);
     if (b.doorbell) ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, b.doorbell.get(), nullptr);
     b.sock.reset();
@@ -956,6 +1007,8 @@ class Frontend {
   std::vector<std::unique_ptr<Backend>> backends_;
   int active_ = -1;
   bool tap_armed_ = true;
+  bool sampler_warned_ = false;
+  UniqueFd sampling_ready_;  // see UserCpuSampler::keep_ready
   uint64_t last_traffic_ns_ = 0;
   std::deque<std::vector<std::byte>> held_;  // see hold()
   RxProbe rx_probe_;  // timed on clock_

@@ -71,7 +71,7 @@ Verdict Watchdog::check(uint64_t now, const Seen& seen, const std::function<Proc
     beat_ns_ = now;
     demand_ns_ = 0;
   }
-  if (Verdict v = check_hang(now, sample); v != Verdict::ok) return v;
+  if (Verdict v = check_hang(now, seen, sample); v != Verdict::ok) return v;
   return check_stall(now, seen);
 }
 
@@ -127,7 +127,13 @@ Verdict Watchdog::dying(uint64_t now, const ProcSample& s) {
   return Verdict::crash;
 }
 
-Verdict Watchdog::check_hang(uint64_t now, const std::function<ProcSample()>& sample) {
+Verdict Watchdog::stopped(uint64_t now) {
+  silent_ns_ = since(now, beat_ns_);
+  detail_ = fmt::format("no heartbeat for {:.1f} ms: the domain is stopped", static_cast<double>(silent_ns_) / 1e6);
+  return Verdict::hang;
+}
+
+Verdict Watchdog::check_hang(uint64_t now, const Seen& seen, const std::function<ProcSample()>& sample) {
   uint64_t half = cfg_.hang_timeout_ns / 2;
   if (since(now, beat_ns_) < half) return Verdict::ok;
   if (demand_ns_ == 0) {
@@ -135,20 +141,33 @@ Verdict Watchdog::check_hang(uint64_t now, const std::function<ProcSample()>& sa
     // Killed from outside: the hang-up comes only after the kernel has torn
     // down the whole address space, milliseconds for a domain with rings.
     if (!s.alive || s.exiting) return dying(now, s);
+    // Stopped by a signal (SIGSTOP), it cannot answer until someone resumes
+    // it: no kick is needed to tell. A tracing stop ('t') is left to the
+    // kick: a debugger stops a healthy domain briefly at every event.
+    if (s.state == 'T') return stopped(now);
     demand_ns_ = now;
     cpu_at_demand_ns_ = s.cpu_ns;
     return Verdict::demand_beat;
   }
   uint64_t asked = since(now, demand_ns_);
-  if (asked < half) return Verdict::ok;
+  // Its own code, not the kernel's: no pass of the loop and no NIC call
+  // spends milliseconds of user-mode CPU between two beats. Judged as soon
+  // as it is seen, however long the kick is ago.
+  uint64_t spin_user = cfg_.spin_user_ns != 0 ? cfg_.spin_user_ns : cfg_.hang_timeout_ns / 3;
+  bool spinning = seen.user_known && seen.user_ns >= spin_user;
+  if (asked < half && !spinning) return Verdict::ok;
   ProcSample s = sample();
   silent_ns_ = since(now, beat_ns_);
   double ms = static_cast<double>(silent_ns_) / 1e6;
   if (!s.alive || s.exiting) return dying(now, s);
-  if (s.state == 'T' || s.state == 't') {
-    detail_ = fmt::format("no heartbeat for {:.1f} ms: the domain is stopped", ms);
+  uint64_t ran = s.cpu_ns - cpu_at_demand_ns_;
+  double ran_ms = static_cast<double>(ran) / 1e6;
+  if (spinning) {
+    detail_ = fmt::format("no heartbeat for {:.1f} ms while running {:.1f} ms in its own code ({:.1f} ms on a CPU)",
+                          ms, static_cast<double>(seen.user_ns) / 1e6, ran_ms);
     return Verdict::hang;
   }
+  if (s.state == 'T' || s.state == 't') return stopped(now);
   // A NIC call can legitimately hold the CPU for milliseconds: a batch sent
   // through a veth runs the receiving stack in the sender's time (4.7 ms
   // seen on a 2-core VM for a spare's first pass after a failover, 8 ms
@@ -163,14 +182,15 @@ Verdict Watchdog::check_hang(uint64_t now, const std::function<ProcSample()>& sa
                           s.state);
     return Verdict::hang;
   }
-  uint64_t ran = s.cpu_ns - cpu_at_demand_ns_;
-  double ran_ms = static_cast<double>(ran) / 1e6;
   // Outside one, a whole timeout of CPU since the kick without a beat is a
   // spin (one pass of the loop takes well under a millisecond), however
   // long a loaded host took to give it that CPU (a spinner sharing its core
   // with others). Not less: the interrupt work a busy host charges to
-  // whoever runs made a healthy driver look like it ran 3-6 ms unbeaten.
-  if (ran >= cfg_.hang_timeout_ns && !in_kernel) {
+  // whoever runs made a healthy driver look like it ran 3-10 ms unbeaten.
+  // Where user-mode time is known, a spin in the driver's code was judged
+  // above, and this is left to catch a loop inside the kernel.
+  uint64_t spin_cpu = seen.user_known ? 4 * cfg_.hang_timeout_ns : cfg_.hang_timeout_ns;
+  if (ran >= spin_cpu && !in_kernel) {
     detail_ = fmt::format("no heartbeat for {:.1f} ms while running {:.1f} ms on a CPU", ms, ran_ms);
     return Verdict::hang;
   }

@@ -10,14 +10,26 @@
 //                                        asked for: its sockets hang up only
 //                                        after its memory is torn down, which
 //                                        takes milliseconds
-//   stopped (SIGSTOP, traced)         -> hang
+//   stopped (SIGSTOP)                 -> hang, already when the beat is
+//                                        asked for
+//   in a tracing stop                 -> hang
 //   asleep although it was kicked     -> hang (blocked somewhere else)
+//   a third of the timeout of CPU in
+//   its own code (user mode) since the
+//   kick, without one beat            -> hang (spinning: one pass of the
+//                                        loop takes microseconds of it)
 //   on a CPU for a whole timeout since
 //   the kick, without one beat        -> hang (spinning: one pass of the
 //                                        loop takes well under a millisecond),
 //                                        unless the beat's low bit says it is
 //                                        inside a NIC call (the kernel's
-//                                        work, bounded): judged as starved
+//                                        work, bounded): judged as starved.
+//                                        Four timeouts where the user-mode
+//                                        time is known: then this catches
+//                                        only a loop inside the kernel, and
+//                                        the interrupt work a busy host
+//                                        charges to whoever runs cannot
+//                                        reach it.
 //   runnable but given no CPU         -> never a hang by itself: the machine
 //                                        is overloaded, and failing over to a
 //                                        domain on the same CPUs would not
@@ -62,6 +74,8 @@ std::string where_is(pid_t pid);
 
 struct WatchdogConfig {
   uint64_t hang_timeout_ns = 6'000'000;
+  // User-mode CPU without a beat that is a spin; 0: a third of the timeout.
+  uint64_t spin_user_ns = 0;
   uint64_t stall_timeout_ns = 100'000'000;
   uint64_t kernel_limit_ns = 200'000'000;  // one NIC or control call, or a 'D' wait
   uint64_t starve_limit_ns = 2'000'000'000;  // runnable but given no CPU
@@ -83,6 +97,10 @@ struct Seen {
   uint64_t passes = 0;
   uint64_t tx_busy_pass = 0;
   bool passes_count = false;  // the driver acknowledged it serves this ring
+  // CPU time in its own code since the beat was asked for (UserCpuSampler);
+  // unknown where perf events are not available.
+  bool user_known = false;
+  uint64_t user_ns = 0;
 };
 
 // The frontend's own clock for judging a domain: the time it was itself
@@ -129,10 +147,11 @@ class Watchdog {
   bool suspecting() const { return demand_ns_ != 0; }
 
  private:
-  Verdict check_hang(uint64_t now, const std::function<ProcSample()>& sample);
+  Verdict check_hang(uint64_t now, const Seen& seen, const std::function<ProcSample()>& sample);
   Verdict check_stall(uint64_t now, const Seen& seen);
   Verdict stall(const Seen& seen, uint64_t stuck_ns, const std::string& why);
   Verdict dying(uint64_t now, const ProcSample& s);
+  Verdict stopped(uint64_t now);
   void watch_time(uint64_t now);
 
   WatchdogConfig cfg_;

@@ -1,5 +1,14 @@
 #include "frontend/watchdog.hpp"
 
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <chrono>
+#include <thread>
+
+#include "frontend/cpu_sampler.hpp"
+
 #include <gtest/gtest.h>
 #include <unistd.h>
 
@@ -51,16 +60,28 @@ TEST(Watchdog, SilenceFirstAsksForABeat) {
   EXPECT_FALSE(w.suspecting());
 }
 
-TEST(Watchdog, StoppedDomainIsAHang) {
+// SIGSTOP: nothing but a SIGCONT lets it answer, so no kick is waited for.
+TEST(Watchdog, StoppedDomainIsAHangWithoutAKick) {
   Watchdog w(config());
   Fake f;
   f.sample.state = 'T';
   w.reset(0, 7, 0);
+  EXPECT_EQ(w.check(2 * kMs, 7, 0, 0, f.fn()), Verdict::ok);
+  EXPECT_EQ(w.check(3 * kMs, 7, 0, 0, f.fn()), Verdict::hang);
+  EXPECT_NE(w.detail().find("stopped"), std::string::npos);
+  EXPECT_EQ(w.silent_ns(), 3 * kMs);
+}
+
+// A debugger stops a healthy domain at every event it traces: judged only
+// when it stays stopped through the kick.
+TEST(Watchdog, ATracingStopIsAHangOnlyAfterTheKick) {
+  Watchdog w(config());
+  Fake f;
+  f.sample.state = 't';
+  w.reset(0, 7, 0);
   EXPECT_EQ(w.check(3 * kMs, 7, 0, 0, f.fn()), Verdict::demand_beat);
   EXPECT_EQ(w.check(5 * kMs, 7, 0, 0, f.fn()), Verdict::ok);
   EXPECT_EQ(w.check(6 * kMs, 7, 0, 0, f.fn()), Verdict::hang);
-  EXPECT_NE(w.detail().find("stopped"), std::string::npos);
-  EXPECT_EQ(w.silent_ns(), 6 * kMs);
 }
 
 TEST(Watchdog, AsleepAfterAKickIsAHang) {
@@ -83,6 +104,13 @@ struct Silent {
   }
   void ran(uint64_t ms) { f.sample.cpu_ns += ms * kMs; }
   Verdict check(uint64_t ms) { return w.check(ms * kMs, beat, 0, 0, f.fn()); }
+  // With the user-mode CPU time since the kick known (perf sampling).
+  Verdict check(uint64_t ms, uint64_t user_ms) {
+    Seen s{beat, 0, 0};
+    s.user_known = true;
+    s.user_ns = user_ms * kMs;
+    return w.check(ms * kMs, s, f.fn());
+  }
 
   Watchdog w;
   Fake f;
@@ -106,6 +134,36 @@ TEST(Watchdog, SpinningTheWholeTimeIsAHangAfterATimeoutOfCpu) {
   EXPECT_EQ(d.check(6), Verdict::ok);
   d.ran(3);
   EXPECT_EQ(d.check(9), Verdict::hang);
+}
+
+// Two milliseconds in its own code without a beat: no pass of the loop
+// comes near that, so it is judged as soon as it is seen, before half the
+// timeout since the kick, on a CPU it shares with others or not.
+TEST(Watchdog, TwoMillisecondsInItsOwnCodeIsAHangAtOnce) {
+  Silent d(8);
+  d.ran(2);
+  EXPECT_EQ(d.check(4, 1), Verdict::ok);
+  EXPECT_EQ(d.check(5, 2), Verdict::hang);
+  EXPECT_NE(d.w.detail().find("own code"), std::string::npos);
+}
+
+TEST(Watchdog, AUserModeSpinInsideANicCallIsStillAHang) {
+  Silent d(9);
+  d.ran(3);
+  EXPECT_EQ(d.check(5, 2), Verdict::hang);
+}
+
+// The kernel's work charged to a healthy domain (softirqs of other traffic)
+// is CPU time without user-mode time: with that known, a whole timeout of
+// it is no spin; only four timeouts are (a loop inside the kernel).
+TEST(Watchdog, KernelTimeWithoutUserTimeIsNoSpinUntilFourTimeouts) {
+  Silent d(8);
+  d.ran(10);
+  EXPECT_EQ(d.check(6, 0), Verdict::ok);
+  EXPECT_EQ(d.check(15, 0), Verdict::ok);
+  d.ran(14);
+  EXPECT_EQ(d.check(30, 1), Verdict::hang);
+  EXPECT_NE(d.w.detail().find("on a CPU"), std::string::npos);
 }
 
 // The beat's low bit set: the domain is inside a NIC call, whose kernel work
@@ -275,6 +333,40 @@ TEST(Watchdog, SamplesThisProcess) {
   EXPECT_FALSE(s.exiting);
   EXPECT_GT(s.cpu_ns, 0u);
   EXPECT_FALSE(sample_process(0x3fffffff).alive);
+}
+
+// A child that spins in its own code, or one that spends its time in the
+// kernel (copying from /dev/zero), for 100 ms of wall time.
+uint64_t user_ns_of(bool spin_in_user_mode) {
+  pid_t child = ::fork();
+  if (child == 0) {
+    if (spin_in_user_mode) {
+      for (;;) asm volatile("" ::: "memory");
+    }
+    static char buf[1 << 16];
+    int zero = ::open("/dev/zero", O_RDONLY);
+    for (;;) {
+      if (::read(zero, buf, sizeof(buf)) < 0) ::_exit(1);
+    }
+  }
+  auto sampler = UserCpuSampler::start(child);
+  uint64_t ns = UINT64_MAX;
+  if (sampler) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    ns = sampler->user_ns();
+  }
+  ::kill(child, SIGKILL);
+  ::waitpid(child, nullptr, 0);
+  return ns;
+}
+
+TEST(UserCpuSampler, CountsTimeInTheDomainsOwnCodeOnly) {
+  uint64_t spinner = user_ns_of(true);
+  if (spinner == UINT64_MAX) GTEST_SKIP() << "perf events are not available here";
+  uint64_t copier = user_ns_of(false);
+  // On a CPU for up to 100 ms each (less on a busy machine).
+  EXPECT_GE(spinner, 10 * kMs);
+  EXPECT_LT(copier, spinner / 2);
 }
 
 TEST(Inject, EveryFaultParsesBackFromItsName) {
