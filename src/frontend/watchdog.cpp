@@ -34,6 +34,13 @@ ProcSample sample_process(pid_t pid) {
   s.exiting = (flags & kPfExiting) != 0;
   std::ifstream sched(fmt::format("/proc/{}/schedstat", pid));
   sched >> s.cpu_ns;
+  if (s.state == 'S') {
+    constexpr long kNanosleep = 35, kClockNanosleep = 230;  // x86-64
+    std::ifstream sys(fmt::format("/proc/{}/syscall", pid));
+    long nr = -1;
+    sys >> nr;
+    s.timed_sleep = nr == kNanosleep || nr == kClockNanosleep;
+  }
   return s;
 }
 
@@ -177,6 +184,13 @@ Verdict Watchdog::check_hang(uint64_t now, const Seen& seen, const std::function
   // kernel-call limit. Asleep is different: the driver's NIC calls never
   // block, so a kicked domain asleep anywhere is hung.
   bool in_kernel = (beat_ & 1) != 0 || s.state == 'D';
+  // A timed sleep ends by itself: the kick cannot wake it, so only a sleep
+  // that goes on for the kernel-call limit is a hang.
+  if (s.timed_sleep) {
+    if (silent_ns_ < cfg_.kernel_limit_ns) return Verdict::ok;
+    detail_ = fmt::format("no heartbeat for {:.1f} ms, asleep in a timed sleep", ms);
+    return Verdict::hang;
+  }
   if (s.state != 'R' && s.state != 'D') {
     detail_ = fmt::format("no heartbeat for {:.1f} ms: asleep (state {}) although kicked", ms,
                           s.state);
@@ -189,7 +203,7 @@ Verdict Watchdog::check_hang(uint64_t now, const Seen& seen, const std::function
   // whoever runs made a healthy driver look like it ran 3-10 ms unbeaten.
   // Where user-mode time is known, a spin in the driver's code was judged
   // above, and this is left to catch a loop inside the kernel.
-  uint64_t spin_cpu = seen.user_known ? 4 * cfg_.hang_timeout_ns : cfg_.hang_timeout_ns;
+  uint64_t spin_cpu = seen.user_known || seen.spin_watched_elsewhere ? 4 * cfg_.hang_timeout_ns : cfg_.hang_timeout_ns;
   if (ran >= spin_cpu && !in_kernel) {
     detail_ = fmt::format("no heartbeat for {:.1f} ms while running {:.1f} ms on a CPU", ms, ran_ms);
     return Verdict::hang;

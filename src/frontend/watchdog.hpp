@@ -13,11 +13,15 @@
 //   stopped (SIGSTOP)                 -> hang, already when the beat is
 //                                        asked for
 //   in a tracing stop                 -> hang
-//   asleep although it was kicked     -> hang (blocked somewhere else)
+//   asleep although it was kicked     -> hang (blocked somewhere else),
+//                                        unless in a timed sleep (a slow
+//                                        driver that sleeps in its loop):
+//                                        a hang at the kernel-call limit
 //   a third of the timeout of CPU in
 //   its own code (user mode) since the
-//   kick, without one beat            -> hang (spinning: one pass of the
-//                                        loop takes microseconds of it)
+//   kick, without one beat            -> hang at once, before the other half
+//                                        (spinning: one pass of the loop
+//                                        takes microseconds of it)
 //   on a CPU for a whole timeout since
 //   the kick, without one beat        -> hang (spinning: one pass of the
 //                                        loop takes well under a millisecond),
@@ -64,6 +68,7 @@ struct ProcSample {
   char state = '?';      // /proc/PID/stat state letter
   uint64_t cpu_ns = 0;   // time on a CPU, /proc/PID/schedstat
   bool exiting = false;  // killed and tearing down (PF_EXITING)
+  bool timed_sleep = false;  // asleep in nanosleep or clock_nanosleep
 };
 
 // Reads the driver domain's scheduler state; alive=false once it is gone.
@@ -101,6 +106,9 @@ struct Seen {
   // unknown where perf events are not available.
   bool user_known = false;
   uint64_t user_ns = 0;
+  // Another frontend samples it: the spin is watched there, so the
+  // total-CPU rule here is the one for a known user-mode time.
+  bool spin_watched_elsewhere = false;
 };
 
 // The frontend's own clock for judging a domain: the time it was itself

@@ -93,6 +93,19 @@ TEST(Watchdog, AsleepAfterAKickIsAHang) {
   EXPECT_NE(w.detail().find("asleep"), std::string::npos);
 }
 
+// A driver that sleeps in its loop (nanosleep) cannot be woken by the kick:
+// a slow pass is no hang, a sleep that lasts the kernel-call limit is.
+TEST(Watchdog, ATimedSleepIsAHangOnlyAtTheKernelCallLimit) {
+  Watchdog w(config());
+  Fake f;
+  f.sample.timed_sleep = true;
+  w.reset(0, 7, 0);
+  EXPECT_EQ(w.check(3 * kMs, 7, 0, 0, f.fn()), Verdict::demand_beat);
+  for (uint64_t t = 6; t < 200; t += 7) EXPECT_EQ(w.check(t * kMs, 7, 0, 0, f.fn()), Verdict::ok) << t;
+  EXPECT_EQ(w.check(200 * kMs, 7, 0, 0, f.fn()), Verdict::hang);
+  EXPECT_NE(w.detail().find("timed sleep"), std::string::npos);
+}
+
 // A domain on a CPU whose heartbeat stopped at `beat` (odd: inside a NIC
 // call) at time 0, kicked at half the timeout; ran() adds CPU time to it
 // and check(ms) judges it then.
