@@ -1,5 +1,7 @@
 #include "frontend/watchdog.hpp"
 
+#include <sys/syscall.h>
+
 #include <fmt/format.h>
 
 #include <algorithm>
@@ -35,11 +37,10 @@ ProcSample sample_process(pid_t pid) {
   std::ifstream sched(fmt::format("/proc/{}/schedstat", pid));
   sched >> s.cpu_ns;
   if (s.state == 'S') {
-    constexpr long kNanosleep = 35, kClockNanosleep = 230;  // x86-64
     std::ifstream sys(fmt::format("/proc/{}/syscall", pid));
     long nr = -1;
     sys >> nr;
-    s.timed_sleep = nr == kNanosleep || nr == kClockNanosleep;
+    s.timed_sleep = nr == SYS_nanosleep || nr == SYS_clock_nanosleep;
   }
   return s;
 }

@@ -373,6 +373,36 @@ uint64_t user_ns_of(bool spin_in_user_mode) {
   return ns;
 }
 
+// A child asleep in usleep is in a timed sleep; one blocked reading a pipe
+// is not.
+TEST(Watchdog, TellsATimedSleepFromABlockedRead) {
+  int fds[2];
+  ASSERT_EQ(::pipe(fds), 0);
+  pid_t sleeper = ::fork();
+  if (sleeper == 0) {
+    for (;;) ::usleep(100'000);
+  }
+  pid_t reader = ::fork();
+  if (reader == 0) {
+    char c;
+    for (;;) {
+      if (::read(fds[0], &c, 1) < 0) ::_exit(1);
+    }
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  ProcSample s = sample_process(sleeper), r = sample_process(reader);
+  ::kill(sleeper, SIGKILL);
+  ::kill(reader, SIGKILL);
+  ::waitpid(sleeper, nullptr, 0);
+  ::waitpid(reader, nullptr, 0);
+  ::close(fds[0]);
+  ::close(fds[1]);
+  EXPECT_EQ(s.state, 'S');
+  EXPECT_TRUE(s.timed_sleep);
+  EXPECT_EQ(r.state, 'S');
+  EXPECT_FALSE(r.timed_sleep);
+}
+
 TEST(UserCpuSampler, CountsTimeInTheDomainsOwnCodeOnly) {
   uint64_t spinner = user_ns_of(true);
   if (spinner == UINT64_MAX) GTEST_SKIP() << "perf events are not available here";
