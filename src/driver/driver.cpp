@@ -97,9 +97,9 @@ class Driver {
       Fault f = inject_ ? inject_->armed() : Fault::none;
       if (f != Fault::none) misbehave(f);
       start_pass();
-      probe_path(f);
       unsigned work = poll_nic(f) +
                       (f == Fault::stall_tx ? 0 : poll_tx(f == Fault::drop));
+      probe_path(f, probe_frames_ != 0);
       // A probe is no traffic: busy-polling after one would cost an idle
       // domain 5% of a core at a probe every millisecond.
       unsigned probes = std::exchange(probe_frames_, 0u);
@@ -232,14 +232,15 @@ class Driver {
 
   // One probe to the peer when due. A domain whose transmit is stalled or
   // drops everything sends none: the probe takes the data's path.
-  void probe_path(Fault f) {
+  void probe_path(Fault f, bool peer_probed) {
     if (opt_.path_probe_us == 0) return;
     uint64_t now = mono_ns();
-    // Half an interval early is on time: a domain woken by its peer's probe
-    // answers with its own, and the pair settles into one wake-up each per
-    // interval instead of two.
+    // Half an interval early is on time for a domain its peer's probe just
+    // woke: it answers with its own, and the pair settles into one wake-up
+    // each per interval instead of two. A busy domain sends on time.
     uint64_t interval = uint64_t{opt_.path_probe_us} * 1000;
-    if (now + interval / 2 < next_probe_ns_) return;
+    uint64_t early = peer_probed ? interval / 2 : 0;
+    if (now + early < next_probe_ns_) return;
     next_probe_ns_ = now + interval;
     if (f == Fault::stall_tx || f == Fault::drop) return;
     // Broadcast until the peer is known, and every so often after, so that
@@ -297,18 +298,25 @@ class Driver {
     for (auto& c : conns_) {
       if (c && c->active()) ring::prepare_sleep(c->header->driver_sleeping);
     }
-    bool pending = false;
+    bool pending = false, carrying = false;
     for (auto& c : conns_) {
       if (c && c->active()) {
+        carrying = true;
         auto a = c->tx.available();
         pending = pending || !a || *a != 0;
       }
     }
     beat();  // the loops above touch every frontend's region
+    arm_nic(carrying);
     int timeout_ms = static_cast<int>((opt_.heartbeat_us + 999) / 1000);
     if (opt_.path_probe_us != 0) {
+      // A domain that carries apps is woken by its peer's probe and answers
+      // it (probe_path); its own timer is only the fallback for a silent
+      // peer, half an interval late, so that it does not fire just before
+      // the peer's probe arrives and cost a second wake-up.
       uint64_t now = mono_ns();
-      uint64_t due = next_probe_ns_ > now ? next_probe_ns_ - now : 0;
+      uint64_t next = next_probe_ns_ + (carrying ? uint64_t{opt_.path_probe_us} * 500 : 0);
+      uint64_t due = next > now ? next - now : 0;
       timeout_ms = std::min<int>(timeout_ms, static_cast<int>((due + 999'999) / 1'000'000));
     }
     auto ok = handle_events(pending ? 0 : timeout_ms);
@@ -316,6 +324,18 @@ class Driver {
       if (c && c->header) ring::cancel_sleep(c->header->driver_sleeping);
     }
     return ok;
+  }
+
+  // A domain that carries no app has nobody to deliver to: what its NIC
+  // gets (the peer's path probes, broadcasts) waits for the next pass its
+  // own timer or a frontend brings. Waking for every probe cost an idle
+  // spare nearly twice the wake-ups, each tens of microseconds of a busy
+  // host's CPU. Activation comes on the control socket, which stays armed.
+  void arm_nic(bool want) {
+    if (want == nic_armed_) return;
+    epoll_event ev{want ? static_cast<uint32_t>(EPOLLIN) : 0u, {.u64 = tag(tag_nic, 0)}};
+    ::epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, nic_->fd(), &ev);
+    nic_armed_ = want;
   }
 
   // nullopt on a fatal error, else whether anything woke us.
@@ -685,6 +705,7 @@ class Driver {
   uint64_t probes_sent_ = 0;
   uint64_t probes_seen_ = 0;
   unsigned probe_frames_ = 0;  // probes read in this pass
+  bool nic_armed_ = true;      // the NIC's fd wakes the loop (arm_nic)
   Mac peer_mac_{};
   bool peer_known_ = false;
 };

@@ -33,6 +33,11 @@ class RxProbe {
   // Whether an Ethernet frame is the target's ARP answer to the app.
   bool is_answer(const uint8_t* eth, size_t len) const;
   void answered(uint64_t now);
+  // Any other frame the active domain delivered from the wire shows its
+  // receive path works as well as an answer does: under a flood the
+  // neighbour's answers can die in its own queue or the switch's while the
+  // app gets everything else.
+  void heard(uint64_t now) { answered(now); }
   bool failed(uint64_t now) const;
   // Longest the frontend may sleep before the next question is due.
   uint64_t wait_ns(uint64_t now) const;

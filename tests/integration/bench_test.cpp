@@ -126,6 +126,9 @@ TEST(Bench, JsonHasEveryFigureAndTheLabIsRemoved) {
       EXPECT_GT(j[path][key].get<double>(), 0.0) << path << "." << key << " in " << j.dump();
     }
   }
+  // Full-speed TCP and a UDP flood are load, not a failure: no domain was
+  // fenced or restarted during the run (the bench warns when one was).
+  EXPECT_TRUE(j.value("warnings", nlohmann::json::array()).empty()) << j.dump();
   ASSERT_TRUE(j.contains("spare_cpu_percent") && j["spare_cpu_percent"].is_number()) << j.dump();
   EXPECT_GT(j["spare_cpu_percent"].get<double>(), 0.0) << j.dump();
   ASSERT_TRUE(j.contains("duration_s") && j["duration_s"].is_number()) << j.dump();
