@@ -575,6 +575,7 @@ void Session::assess(RunRecord& r, const RunTraffic& t, uint64_t inj, uint64_t s
   Loss before = loss_in(seqs, t.start_ns(), o_.pps, inj - kLeadNs - window, inj - kLeadNs);
   r.lost = in_window.lost;
   r.tcp_survived = t.tcp_survived();
+  if (!r.tcp_survived) r.detail += fmt::format("{}TCP stream: {}", r.detail.empty() ? "" : "; ", t.tcp_error());
   const uint64_t end = inj + window;
   o.flowing_at_end = std::any_of(recv.begin(), recv.end(), [&](uint64_t at) {
     return at + static_cast<uint64_t>(kFlowingMs * 1e6) >= end && at < end;

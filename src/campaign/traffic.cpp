@@ -1,5 +1,10 @@
 #include "campaign/traffic.hpp"
 
+#include <fmt/format.h>
+
+#include <fstream>
+#include <sstream>
+#include <string>
 #include <thread>
 
 #include "campaign/app_streams.hpp"
@@ -36,6 +41,27 @@ std::vector<probe::Arrival> series_from(const json& flat) {
   return out;
 }
 
+// Whether a socket of process `pid`'s network namespace listens on TCP
+// `port`: /proc/PID/net/tcp6 and tcp, columns "sl local remote st ...",
+// LISTEN being state 0A.
+bool tcp_listening(pid_t pid, uint16_t port) {
+  std::string suffix = fmt::format(":{:04X}", port);
+  for (const char* table : {"tcp6", "tcp"}) {
+    std::ifstream in(fmt::format("/proc/{}/net/{}", pid, table));
+    std::string line, sl, local, remote, state;
+    std::getline(in, line);  // the column names
+    while (std::getline(in, line)) {
+      std::istringstream cols(line);
+      cols >> sl >> local >> remote >> state;
+      if (state == "0A" && local.size() > suffix.size() &&
+          local.compare(local.size() - suffix.size(), suffix.size(), suffix) == 0) {
+        return true;
+      }
+    }
+  }
+  return false;
+}
+
 }  // namespace
 
 Result<NetnsChild> start_udp_echo(const lab::App& app, uint16_t port) {
@@ -63,8 +89,12 @@ Status RunTraffic::start_tcp(const lab::Lab& lab, const CampaignOptions& o, doub
   });
   if (!s) return tl::unexpected(s.error());
   tcp_sink_ = std::move(*s);
-  // The sender must find the sink listening.
-  std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  // The sender must find the sink listening: on a loaded host with 64 apps
+  // a fixed 50 ms was once too short, and the refused connection counted
+  // as a TCP stream lost.
+  for (int i = 0; i < 300 && !tcp_listening(tcp_sink_.pid(), kTcpPort); ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
   probe::TcpSendOptions send;
   send.address = lab.apps().front().ipv4_address();
   send.port = kTcpPort;

@@ -49,6 +49,7 @@ class RunTraffic {
   // True when there was no TCP stream, or its connection lived through the
   // run and every byte sent arrived.
   bool tcp_survived() const { return tcp_survived_; }
+  const std::string& tcp_error() const { return tcp_error_; }  // why it did not survive
   // Per app after app1 (app2 first), the receive times of its stream's echoes.
   const std::vector<std::vector<uint64_t>>& app_receive_times() const { return app_recv_; }
   // Every HTTP request of every client, in no particular order.

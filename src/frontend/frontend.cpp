@@ -442,6 +442,9 @@ class Frontend {
       // Heartbeats are judged at a quarter of the timeout at worst, so a
       // hang is found within about 1.25 timeouts even with no traffic to wake us.
       ms = std::max<int>(1, static_cast<int>(opt_.hang_timeout_ms / 4));
+      if (uint64_t paused = suspects_paused_until(now); paused > now) {
+        ms = std::max<int>(ms, static_cast<int>((paused - now) / 1'000'000));
+      }
     }
     for (auto& b : backends_) {
       if (b->state != Backend::State::down) continue;
@@ -452,6 +455,21 @@ class Frontend {
       ms = std::min<int>(ms, static_cast<int>(std::min<uint64_t>(rx_probe_.wait_ns(clock_.now()) / 1'000'000, 1000)) + 1);
     }
     return ms;
+  }
+
+  // When every suspect is starved and its next look paused (Watchdog::
+  // resample_at), and nothing else is being asked: the earliest end of
+  // those pauses; else 0.
+  uint64_t suspects_paused_until(uint64_t now) const {
+    if (path_.asking()) return 0;
+    uint64_t until = UINT64_MAX;
+    for (const auto& b : backends_) {
+      if (!b->watchdog.suspecting()) continue;
+      uint64_t at = b->watchdog.resample_at();
+      if (at <= now) return 0;
+      until = std::min(until, at);
+    }
+    return until == UINT64_MAX ? 0 : until;
   }
 
   // The TAP is watched only while the active TX ring has room; otherwise a

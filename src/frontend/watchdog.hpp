@@ -153,6 +153,10 @@ class Watchdog {
   const std::string& detail() const { return detail_; }
   // While a beat was asked for, the frontend must look again soon.
   bool suspecting() const { return demand_ns_ != 0; }
+  // A suspect seen runnable but given no CPU is sampled again only after a
+  // growing pause (up to kMaxResampleNs): until then, 0 if none.
+  uint64_t resample_at() const { return demand_ns_ != 0 ? resample_at_ns_ : 0; }
+  static constexpr uint64_t kMaxResampleNs = 16'000'000;
 
  private:
   Verdict check_hang(uint64_t now, const Seen& seen, const std::function<ProcSample()>& sample);
@@ -161,12 +165,16 @@ class Watchdog {
   Verdict dying(uint64_t now, const ProcSample& s);
   Verdict stopped(uint64_t now);
   void watch_time(uint64_t now);
+  void pace_samples(uint64_t now, const ProcSample& s);
 
   WatchdogConfig cfg_;
   uint64_t beat_ = 0;
   uint64_t beat_ns_ = 0;    // when beat_ last changed
   uint64_t demand_ns_ = 0;  // when a beat was asked for; 0: not asked
   uint64_t cpu_at_demand_ns_ = 0;
+  uint64_t last_cpu_ns_ = 0;       // at the last sample while suspected
+  uint64_t resample_at_ns_ = 0;
+  uint64_t resample_pause_ns_ = 0;
   uint32_t done_ = 0;
   uint64_t last_check_ns_ = 0;
   // Time the frontend was watching: a gap between two checks (the frontend
