@@ -224,8 +224,11 @@ Verdict Watchdog::check_hang(uint64_t now, const Seen& seen, const std::function
   // with others). Not less: the interrupt work a busy host charges to
   // whoever runs made a healthy driver look like it ran 3-10 ms unbeaten.
   // Where user-mode time is known, a spin in the driver's code was judged
-  // above, and this is left to catch a loop inside the kernel.
-  uint64_t spin_cpu = seen.user_known || seen.spin_watched_elsewhere ? 4 * cfg_.hang_timeout_ns : cfg_.hang_timeout_ns;
+  // above, and this is left to catch a loop inside the kernel, judged like
+  // any kernel work at the kernel-call limit: four timeouts were not
+  // enough, a 32-app start-up charged 31 ms of softirq work to a healthy
+  // driver between two beats.
+  uint64_t spin_cpu = seen.user_known || seen.spin_watched_elsewhere ? cfg_.kernel_limit_ns : cfg_.hang_timeout_ns;
   if (ran >= spin_cpu && !in_kernel) {
     detail_ = fmt::format("no heartbeat for {:.1f} ms while running {:.1f} ms on a CPU", ms, ran_ms);
     return Verdict::hang;
