@@ -238,7 +238,7 @@ class Driver {
     // Half an interval early is on time for a domain its peer's probe just
     // woke: it answers with its own, and the pair settles into one wake-up
     // each per interval instead of two. A busy domain sends on time.
-    uint64_t interval = uint64_t{opt_.path_probe_us} * 1000;
+    uint64_t interval = probe_interval_ns();
     uint64_t early = peer_probed ? interval / 2 : 0;
     if (now + early < next_probe_ns_) return;
     next_probe_ns_ = now + interval;
@@ -260,6 +260,8 @@ class Driver {
     stats_->path_probes_sent.store(++probes_sent_, std::memory_order_relaxed);
     publish_probes();
   }
+
+  uint64_t probe_interval_ns() const { return uint64_t{opt_.path_probe_us} * 1000; }
 
   // At once, not at the next pass: the frontends judge a path in probe
   // intervals, and an idle domain's next pass may be an interval away.
@@ -315,7 +317,7 @@ class Driver {
       // peer, half an interval late, so that it does not fire just before
       // the peer's probe arrives and cost a second wake-up.
       uint64_t now = mono_ns();
-      uint64_t next = next_probe_ns_ + (carrying ? uint64_t{opt_.path_probe_us} * 500 : 0);
+      uint64_t next = next_probe_ns_ + (carrying ? probe_interval_ns() / 2 : 0);
       uint64_t due = next > now ? next - now : 0;
       timeout_ms = std::min<int>(timeout_ms, static_cast<int>((due + 999'999) / 1'000'000));
     }

@@ -257,7 +257,7 @@ class Frontend {
     }
     unsigned n = std::min<unsigned>(*avail, kBatch);
     uint64_t bytes = 0;
-    unsigned answers = probe_answers_;
+    unsigned answers = 0;
     for (unsigned i = 0; i < n; ++i) {
       auto f = b.rx.frame(i);
       if (!f || f->len < kMinFrame) {
@@ -269,7 +269,7 @@ class Frontend {
                                                      f->len - kVnetHdrLen)) {
         rx_probe_.answered(clock_.now());
         path_.answered();
-        ++probe_answers_;
+        ++answers;
       }
       if (::write(tap_.get(), f->data, f->len) < 0) {
         stats::add(stats_->rx_drops, 1);
@@ -278,7 +278,8 @@ class Frontend {
       bytes += f->len - kVnetHdrLen;
     }
     if (n == 0) return 0;
-    if (n > probe_answers_ - answers) rx_probe_.heard(clock_.now());
+    probe_answers_ += answers;
+    if (n > answers) rx_probe_.heard(clock_.now());
     b.rx.release(n);
     stats::add(stats_->tap_tx_frames, n);
     stats::add(stats_->tap_tx_bytes, bytes);

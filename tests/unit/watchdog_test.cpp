@@ -73,40 +73,6 @@ TEST(Watchdog, SilenceWithFramesWaitingAsksSooner) {
   EXPECT_FALSE(w.suspecting());
 }
 
-// A suspect given no CPU is looked at less and less often (looking takes
-// CPU from it), is still a hang at the starvation limit, and is looked at
-// every time again once it runs.
-TEST(Watchdog, StarvedSuspectIsSampledLessOften) {
-  Watchdog w(config());
-  Fake f;
-  f.sample.state = 'R';
-  w.reset(0, 7, 0);
-  ASSERT_EQ(w.check(3 * kMs, 7, 0, 0, f.fn()), Verdict::demand_beat);
-  int before = f.calls;
-  for (uint64_t t = 4; t <= 100; ++t) EXPECT_EQ(w.check(t * kMs, 7, 0, 0, f.fn()), Verdict::ok);
-  EXPECT_LE(f.calls - before, 12);
-  EXPECT_GT(w.resample_at(), 100 * kMs);
-  Verdict v = Verdict::ok;
-  uint64_t t = 101;
-  for (; t < 300 && v == Verdict::ok; ++t) v = w.check(t * kMs, 7, 0, 0, f.fn());
-  EXPECT_EQ(v, Verdict::hang);
-  EXPECT_LE(t, 200 + 1 + Watchdog::kMaxResampleNs / kMs);
-  EXPECT_NE(w.detail().find("given no CPU"), std::string::npos);
-
-  // Running again: every look samples it.
-  Watchdog r(config());
-  Fake g;
-  g.sample.state = 'R';
-  r.reset(0, 7, 0);
-  ASSERT_EQ(r.check(3 * kMs, 7, 0, 0, g.fn()), Verdict::demand_beat);
-  int first = g.calls;
-  for (uint64_t u = 6; u <= 8; ++u) {
-    g.sample.cpu_ns += 100'000;  // a little CPU each time: no spin yet, not starved
-    EXPECT_EQ(r.check(u * kMs, 7, 0, 0, g.fn()), Verdict::ok);
-  }
-  EXPECT_EQ(g.calls - first, 3);
-}
-
 // SIGSTOP: nothing but a SIGCONT lets it answer, so no kick is waited for.
 TEST(Watchdog, StoppedDomainIsAHangWithoutAKick) {
   Watchdog w(config());
@@ -219,6 +185,27 @@ TEST(Watchdog, AUserModeSpinInsideANicCallIsStillAHang) {
   Silent d(9);
   d.ran(3);
   EXPECT_EQ(d.check(5, 2), Verdict::hang);
+}
+
+// A suspect given no CPU is looked at less and less often (looking takes
+// CPU from it), is still a hang at the starvation limit, and is looked at
+// every time again once it runs.
+TEST(Watchdog, StarvedSuspectIsSampledLessOften) {
+  Silent starved(8);
+  int before = starved.f.calls;
+  for (uint64_t t = 4; t <= 100; ++t) EXPECT_EQ(starved.check(t), Verdict::ok);
+  EXPECT_LE(starved.f.calls - before, 12);
+  EXPECT_GT(starved.w.resample_at(), 100 * kMs);
+  EXPECT_EQ(starved.judged_between(101, 200 + Watchdog::kMaxResampleNs / kMs), Verdict::hang);
+  EXPECT_NE(starved.w.detail().find("given no CPU"), std::string::npos);
+
+  Silent running(8);
+  int first = running.f.calls;
+  for (uint64_t t = 6; t <= 8; ++t) {
+    running.f.sample.cpu_ns += 100'000;  // a little CPU each time: no spin yet, not starved
+    EXPECT_EQ(running.check(t), Verdict::ok);
+  }
+  EXPECT_EQ(running.f.calls - first, 3);
 }
 
 // The kernel's work charged to a healthy domain (softirqs of other traffic)
