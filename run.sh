@@ -23,6 +23,9 @@ PACKAGES=(
   iproute2 ethtool kmod procps iperf3 sockperf netcat-openbsd nginx-light curl
   # integration tests: ping, captures, a broadcast sender
   iputils-ping tcpdump python3
+  # driver VMs: QEMU, and the guest image's userland (its kernel is
+  # downloaded as a Debian package by src/vm/guest/build-image.sh)
+  qemu-system-x86 busybox-static
 )
 
 say() { printf '==> %s\n' "$*"; }
@@ -93,6 +96,8 @@ cmd_build() {
   say "building into $BUILD"
   cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo
   make -C "$BUILD" -j"$(nproc)"
+  say "building the driver VM guest image into $BUILD/guest"
+  "$ROOT/src/vm/guest/build-image.sh" "$BUILD/guest"
 }
 
 # True when this build's nicguard has the subcommand path given ("lab up").

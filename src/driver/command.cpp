@@ -28,6 +28,17 @@ void ng::cli::add_driver_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--serve-realtime", opt->serve.realtime,
                   "SCHED_FIFO priority to take once serving; 0: normal scheduling")
       ->check(CLI::Range(0, 99));
+  cmd->add_flag("--vm", opt->vm.enabled,
+                 "A driver VM drives the NIC: QEMU runs the NIC's own kernel driver in a guest");
+  cmd->add_option("--vm-image-dir", opt->vm.image_dir, "Guest vmlinuz and initramfs.cpio (default: guest/ beside the binary)");
+  cmd->add_option("--vm-nic-model", opt->vm.nic_model, "NIC QEMU emulates on the domain's NIC")
+      ->capture_default_str();
+  cmd->add_option("--vm-memory-mb", opt->vm.memory_mb, "Guest memory")->capture_default_str();
+  cmd->add_option("--vm-accel", opt->vm.accel, "tcg or kvm")->check(CLI::IsMember({"tcg", "kvm"}))
+      ->capture_default_str();
+  cmd->add_option("--vm-run-dir", opt->vm.run_dir, "Where the VM's QMP and gdbstub sockets and console go");
+  cmd->add_option("--vm-boot-timeout-ms", opt->vm.boot_timeout_ms, "QEMU start to the guest's first answer")
+      ->capture_default_str();
   cmd->add_flag("!--no-sandbox", opt->sandbox, "Skip seccomp/capability/memory sandboxing");
   cmd->callback([opt, &exit_code] { exit_code = ng::driver::run_driver(*opt); });
 }

@@ -8,6 +8,7 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <seccomp.h>
 #include <unistd.h>
 
 #include <spdlog/spdlog.h>
@@ -32,6 +33,7 @@
 #include "ring/idle.hpp"
 #include "ring/ring.hpp"
 #include "sandbox/sandbox.hpp"
+#include "vm/vm.hpp"
 
 namespace ng::driver {
 namespace {
@@ -50,7 +52,7 @@ constexpr uint64_t kProbeBroadcastEvery = 512;
 // their length for a spin.
 constexpr unsigned kItemsPerBeat = 8;
 
-enum Tag : uint32_t { tag_nic = 1, tag_listen = 2, tag_sock = 3, tag_kick = 4 };
+enum Tag : uint32_t { tag_nic = 1, tag_listen = 2, tag_sock = 3, tag_kick = 4, tag_vm = 5, tag_qmp = 6 };
 
 uint64_t tag(Tag t, uint32_t id) { return uint64_t{t} << 32 | id; }
 
@@ -90,6 +92,22 @@ class Driver {
     }
   }
 
+  // The domain lives and dies with its driver VM: QEMU's exit (a guest
+  // panic ends it too) ends the domain, which the frontends see at once as
+  // the hang-up of every connection.
+  Status attach_vm(VmDomain vm) {
+    vm_ = std::move(vm);
+    epoll_event ev{EPOLLIN, {.u64 = tag(tag_vm, 0)}};
+    if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, vm_->qemu.pidfd(), &ev) != 0) {
+      return fail_errno("watching QEMU's pidfd");
+    }
+    ev = {EPOLLIN, {.u64 = tag(tag_qmp, 0)}};
+    if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, vm_->events->fd(), &ev) != 0) {
+      return fail_errno("watching QEMU's QMP events");
+    }
+    return {};
+  }
+
   int run(uint32_t spin_us, int realtime) {
     ring::Idler idler(spin_us_at(realtime, spin_us));
     uint64_t last_control = 0;
@@ -100,6 +118,7 @@ class Driver {
       unsigned work = poll_nic(f) +
                       (f == Fault::stall_tx ? 0 : poll_tx(f == Fault::drop));
       probe_path(f, probe_frames_ != 0);
+      if (vm_ && !watch_guest()) return 1;
       // A probe is no traffic: busy-polling after one would cost an idle
       // domain 5% of a core at a probe every millisecond.
       unsigned probes = std::exchange(probe_frames_, 0u);
@@ -321,6 +340,11 @@ class Driver {
       uint64_t due = next > now ? next - now : 0;
       timeout_ms = std::min<int>(timeout_ms, static_cast<int>((due + 999'999) / 1'000'000));
     }
+    if (vm_) {
+      uint64_t now = mono_ns(), next = vm_->watch->next_due_ns();
+      uint64_t due = next > now ? next - now : 0;
+      timeout_ms = std::min<int>(timeout_ms, static_cast<int>((due + 999'999) / 1'000'000));
+    }
     auto ok = handle_events(pending ? 0 : timeout_ms);
     for (auto& c : conns_) {
       if (c && c->header) ring::cancel_sleep(c->header->driver_sleeping);
@@ -366,12 +390,69 @@ class Driver {
       // At a start-up storm every frontend's setup waits here; one per pass
       // keeps the packet loop going meanwhile. The rest stay readable and
       // come back on the next call, in epoll's round-robin.
+      if (t == tag_vm) return vm_exited();
+      if (t == tag_qmp && !on_qmp_events()) return std::nullopt;
       if (t == tag_nic || ++control > kControlPerPass) continue;
       if (t == tag_listen) accept_all();
       if (t == tag_sock && id < conns_.size() && conns_[id]) on_socket(*conns_[id], ev[i].events);
     }
     if (n > 0) beat();
     return n > 0;
+  }
+
+  // Asks the guest when due; false once it is judged hung, after telling
+  // every frontend why (they fail over and fence this domain).
+  bool watch_guest() {
+    uint64_t now = mono_ns();
+    size_t len = 0;
+    if (const std::byte* q = vm_->watch->question(now, &len)) {
+      iovec iov{const_cast<std::byte*>(q), len};
+      unsigned refused = 0;
+      enter_nic_call();
+      (void)nic_->send({&iov, 1}, &refused);
+      beat();
+    }
+    auto v = vm_->watch->verdict(now);
+    if (!v) return true;
+    report_fault(v->exiting ? proto::FaultKind::crash : proto::FaultKind::hang,
+                 (v->exiting ? "driver VM ending: " : "driver VM hung: ") + v->reason);
+    return false;
+  }
+
+  // QEMU tells of a guest panic (pvpanic) the moment the guest kernel
+  // panics, before it exits; and of vCPUs stopped from outside.
+  bool on_qmp_events() {
+    auto names = vm_->events->read();
+    if (!names) {
+      ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, vm_->events->fd(), nullptr);
+      return true;  // QEMU is going: its pidfd says how
+    }
+    for (const auto& n : *names) {
+      if (n == "GUEST_PANICKED" || n == "SHUTDOWN" || n == "RESET") {
+        report_fault(proto::FaultKind::crash, "driver VM: QEMU reports " + n + (n == "GUEST_PANICKED" ? " (the guest kernel panicked)" : ""));
+        return false;
+      }
+      if (n == "STOP") {
+        report_fault(proto::FaultKind::hang, "driver VM: QEMU reports STOP (its vCPUs were stopped)");
+        return false;
+      }
+    }
+    return true;
+  }
+
+  void report_fault(proto::FaultKind kind, const std::string& why) {
+    spdlog::error("driver {}: {}; its console: {}", opt_.name, why, vm::console_tail(vm_->console.get()));
+    proto::Fault fault{kind, why};
+    for (auto& c : conns_) {
+      if (c) (void)proto::send_message(c->sock.get(), fault);
+    }
+  }
+
+  std::nullopt_t vm_exited() {
+    std::string why = vm_->qemu.reap();
+    spdlog::error("driver {}: driver VM {}; its console: {}", opt_.name, why,
+                  vm::console_tail(vm_->console.get()));
+    return std::nullopt;
   }
 
   void accept_all() {
@@ -557,6 +638,7 @@ class Driver {
     auto got = nic_->receive(rx_iov_, lens);
     beat();
     if (!got || *got == 0) return 0;
+    if (vm_) vm_->watch->heard(mono_ns());
     if (*got == kBatch) account_overruns();
     if (f == Fault::drop) return *got;
     for (unsigned i = 0; i < *got; ++i) {
@@ -567,6 +649,10 @@ class Driver {
       if (lens[i] < kMinFrame) continue;
       const auto* frame = static_cast<const std::byte*>(rx_iov_[i].iov_base);
       if (opt_.path_probe_us != 0 && take_probe(frame + kVnetHdrLen, lens[i] - kVnetHdrLen)) continue;
+      if (vm_ && vm_->watch->is_answer(frame + kVnetHdrLen, lens[i] - kVnetHdrLen)) {
+        ++probe_frames_;  // no traffic either
+        continue;
+      }
       stats::add(stats_->nic_rx_frames, 1);
       stats::add(stats_->nic_rx_bytes, lens[i] - kVnetHdrLen);
       deliver(frame, lens[i]);
@@ -710,6 +796,7 @@ class Driver {
   bool nic_armed_ = true;      // the NIC's fd wakes the loop (arm_nic)
   Mac peer_mac_{};
   bool peer_known_ = false;
+  std::optional<VmDomain> vm_;
 };
 
 Result<UniqueFd> listen_on(const std::string& path) {
@@ -719,9 +806,19 @@ Result<UniqueFd> listen_on(const std::string& path) {
   return s;
 }
 
+Result<std::unique_ptr<Nic>> open_nic(const DriverOptions& o, std::optional<VmDomain>& vm) {
+  if (!o.vm.enabled) return open_af_packet(o.nic);
+  auto d = boot_vm_domain(o.name, o.nic, o.vm, STDERR_FILENO);
+  if (!d) return tl::unexpected(d.error());
+  auto link = std::move(d->link);
+  vm = std::move(*d);
+  return link;
+}
+
 Result<Driver*> setup(const DriverOptions& o, std::unique_ptr<Driver>& out) {
   if (auto s = o.netns.empty() ? Status{} : netlink::enter_netns(o.netns); !s) return tl::unexpected(s.error());
-  auto nic = open_af_packet(o.nic);
+  std::optional<VmDomain> vm;
+  auto nic = open_nic(o, vm);
   if (!nic) return tl::unexpected(nic.error());
   auto listen = listen_on(o.socket);
   if (!listen) return tl::unexpected(listen.error());
@@ -745,6 +842,9 @@ Result<Driver*> setup(const DriverOptions& o, std::unique_ptr<Driver>& out) {
   ::epoll_ctl(ep.get(), EPOLL_CTL_ADD, listen->get(), &ev);
   out = std::make_unique<Driver>(o, std::move(*nic), std::move(*listen), std::move(ep),
                                  std::move(*st), std::move(inject));
+  if (vm) {
+    if (auto s = out->attach_vm(std::move(*vm)); !s) return tl::unexpected(s.error());
+  }
   return out.get();
 }
 
@@ -763,6 +863,9 @@ int run_driver(const DriverOptions& o) {
   if (o.sandbox) {
     sandbox::Policy policy;
     policy.memory_limit_bytes = o.memory_limit_mb << 20;
+    // A VM domain reaps and, on its way out, kills its own QEMU, through
+    // the pidfd it holds; it has no other child and can signal nobody else.
+    if (o.vm.enabled) policy.extra_syscalls = {SCMP_SYS(wait4), SCMP_SYS(pidfd_send_signal)};
     if (auto s = sandbox::apply(policy); !s) {
       spdlog::error("driver {}: sandbox: {}", o.name, s.error().message);
       return 1;

@@ -8,6 +8,7 @@
 #include <string>
 
 #include "common/priority.hpp"
+#include "driver/vm_domain.hpp"
 
 namespace ng::driver {
 
@@ -30,6 +31,8 @@ struct DriverOptions {
   uint64_t pair_id = 0;
   ServePriority serve;  // scheduling once serving
   bool sandbox = true;
+  // A driver VM drives the NIC (driver/vm_domain.hpp); off: the NIC is ours.
+  VmDomainOptions vm;
 };
 
 // Runs until SIGTERM/SIGINT or a fatal NIC error; returns the exit status.

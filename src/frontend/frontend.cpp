@@ -81,6 +81,12 @@ const char* detector_name(Detector d) {
   return "?";
 }
 
+Detector detector_of(proto::FaultKind k) {
+  if (k == proto::FaultKind::crash) return Detector::crash;
+  if (k == proto::FaultKind::stall) return Detector::stall;
+  return Detector::hang;
+}
+
 enum Tag : uint32_t { tag_tap = 1, tag_sock = 2, tag_kick = 3, tag_salvage = 4 };
 uint64_t tag(Tag t, uint32_t id) { return uint64_t{t} << 32 | id; }
 
@@ -722,6 +728,10 @@ class Frontend {
 
   Status on_message(Backend& b, const proto::Message& m) {
     if (auto* r = std::get_if<proto::Refuse>(&m)) return fail("driver refused: {}", r->reason);
+    if (auto* f = std::get_if<proto::Fault>(&m)) {
+      fail_backend(b, detector_of(f->kind), "the domain reports: " + f->reason);
+      return {};
+    }
     if (auto* h = std::get_if<proto::HelloAck>(&m)) {
       if (b.state != Backend::State::hello_sent) return fail("unexpected hello_ack");
       if (!(h->features & proto::kFeatureVnetHdr)) {

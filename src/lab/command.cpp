@@ -25,7 +25,7 @@ struct UpArgs {
 };
 
 void print_summary(const LabInfo& i, bool manager) {
-  fmt::print("lab {} is up (policy {}, MTU {})\n", i.suffix, i.policy, i.mtu);
+  fmt::print("lab {} is up (policy {}, {} domains, MTU {})\n", i.suffix, i.policy, i.domain, i.mtu);
   fmt::print("  switch    netns {}, bridge {}\n", i.switch_netns, i.bridge);
   fmt::print("  external  netns {}, {} {} {}\n", i.ext.netns, i.ext.link, i.ext.ipv4, i.ext.ipv6);
   if (i.direct) {
@@ -111,6 +111,10 @@ void add_up(CLI::App& lab, int& exit_code) {
                                       "the external host reaches every app domain");
   up->add_option("--apps", args->options.apps, "Number of app domains")
       ->check(CLI::Range(1, 64))
+      ->capture_default_str();
+  up->add_option("--domain", args->options.domain,
+                 "Driver domains: process (AF_PACKET in a sandboxed process) or vm (driver VMs running the NIC's own kernel driver)")
+      ->check(CLI::IsMember({"process", "vm"}))
       ->capture_default_str();
   up->add_option("--policy", args->options.policy, "Driver domain policy")
       ->check(CLI::IsMember({"warm-spare", "restart"}))

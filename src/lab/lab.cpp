@@ -49,6 +49,8 @@ namespace {
 constexpr auto kManagerStopWait = 5s;
 constexpr auto kKillWait = 5s;
 constexpr int kLogTailLines = 25;
+constexpr std::chrono::milliseconds kVmTrafficTimeout = 180s;
+constexpr int kVmPathProbeUs = 10'000;
 
 std::string random_hex(int digits) {
   std::random_device rd;
@@ -376,6 +378,9 @@ Status validate(const LabOptions& o) {
   if (o.policy != "warm-spare" && o.policy != "restart") {
     return fail("--policy '{}' is unknown: use warm-spare or restart", o.policy);
   }
+  if (o.domain != "process" && o.domain != "vm") {
+    return fail("--domain '{}' is unknown: use process or vm", o.domain);
+  }
   if (o.mtu < 68 || o.mtu > 9000) return fail("--mtu {} is out of range: use 68 to 9000", o.mtu);
   if (!o.name.empty() && !valid_suffix(o.name)) {
     return fail("--name '{}' is not usable: use 1 to 11 lowercase letters or digits "
@@ -394,9 +399,13 @@ LabInfo plan(const LabOptions& o, const std::string& sfx) {
   i.control_socket = i.state_dir + "/control.sock";
   i.manager_log = i.state_dir + "/manager.log";
   i.policy = o.policy;
+  i.domain = o.domain;
   i.mtu = o.mtu;
   i.realtime_priority = o.realtime_priority;
-  i.path_probe_us = o.path_probe_us;
+  // Under TCG every frame a driver VM forwards costs it about half a
+  // millisecond of CPU: probes every millisecond would keep two idle VMs at
+  // 30 to 50 % of a core each. Every 10 ms costs about 10 %.
+  i.path_probe_us = o.path_probe_us >= 0 || o.domain != "vm" ? o.path_probe_us : kVmPathProbeUs;
   i.switch_netns = netns_prefix(sfx) + "sw";
   i.ext = Endpoint{netns_prefix(sfx) + "ext", "eth0", "10.99.0.1/24", "fd99::1/64"};
   if (o.direct) {
@@ -430,8 +439,8 @@ std::string to_toml(const LabInfo& i) {
   if (i.realtime_priority >= 0) t += fmt::format("realtime_priority = {}\n", i.realtime_priority);
   if (i.path_probe_us >= 0) t += fmt::format("\n[detect]\npath_probe_us = {}\n", i.path_probe_us);
   for (const auto& d : i.drivers) {
-    t += fmt::format("\n[[driver]]\nname = \"{}\"\nnic = \"{}\"\nnetns = \"{}\"\n", d.name, d.nic,
-                     d.netns);
+    t += fmt::format("\n[[driver]]\nname = \"{}\"\nkind = \"{}\"\nnic = \"{}\"\nnetns = \"{}\"\n", d.name,
+                     i.domain, d.nic, d.netns);
   }
   // The external host stands in for the gateway the receive-path check asks.
   for (const auto& a : i.apps) {
@@ -625,6 +634,7 @@ nlohmann::json LabInfo::to_json() const {
   j["switch"] = {{"netns", switch_netns}, {"bridge", bridge}, {"ports", ports}};
   j["ext"] = endpoint_json(ext);
   j["direct"] = direct ? endpoint_json(*direct) : nlohmann::json(nullptr);
+  j["domain"] = domain;
   j["drivers"] = nlohmann::json::array();
   for (const auto& d : drivers) {
     j["drivers"].push_back(
@@ -654,6 +664,7 @@ Result<LabInfo> LabInfo::from_json(const nlohmann::json& j) {
     i.mtu = j.value("mtu", 1500u);
     i.lab_pid = j.value("lab_pid", 0);
     i.manager_pid = j.value("manager_pid", 0);
+    i.domain = j.value("domain", "process");
     if (j.contains("switch")) {
       i.switch_netns = j["switch"].value("netns", "");
       i.bridge = j["switch"].value("bridge", "br0");
@@ -807,7 +818,9 @@ Status Lab::wait_for_traffic(const LabOptions& o) {
     }
     return interrupted || manager_exited;
   };
-  auto silent = ping_all(info_.ext.netns, addresses, o.traffic_timeout, give_up);
+  // Driver VMs boot first: seconds each under TCG, both at once on the host.
+  auto timeout = info_.domain == "vm" ? std::max(o.traffic_timeout, kVmTrafficTimeout) : o.traffic_timeout;
+  auto silent = ping_all(info_.ext.netns, addresses, timeout, give_up);
   if (!silent) return tl::unexpected(silent.error());
   if (interrupted) return fail("interrupted by a signal while waiting for traffic");
   if (manager_exited) {
@@ -820,7 +833,7 @@ Status Lab::wait_for_traffic(const LabOptions& o) {
   if (!silent->empty()) {
     return fail("no ICMP echo reply from {} to {} within {} ms: traffic does not flow through "
                 "the driver domains{}",
-                fmt::join(*silent, ", "), info_.ext.netns, o.traffic_timeout.count(),
+                fmt::join(*silent, ", "), info_.ext.netns, timeout.count(),
                 log_tails(info_.state_dir));
   }
   return {};

@@ -29,6 +29,7 @@ inline constexpr const char* kRunDir = "/run/nicguard";
 struct LabOptions {
   int apps = 1;                        // 1..64 app domains
   std::string policy = "warm-spare";   // "warm-spare" (drivers a, b) or "restart" (a)
+  std::string domain = "process";      // driver domains: "process" or "vm" (driver VMs)
   uint32_t mtu = 1500;                 // 68..9000, every lab link and app
   bool direct = false;                 // add ng-SFX-direct, a host straight on the switch
   int realtime_priority = -1;          // [manager] realtime_priority; -1: the config's default
@@ -74,6 +75,7 @@ struct LabInfo {
   std::string control_socket;  // state_dir/control.sock
   std::string manager_log;     // state_dir/manager.log
   std::string policy;
+  std::string domain = "process";
   uint32_t mtu = 1500;
   int realtime_priority = -1;  // -1: not written, the config's default applies
   int path_probe_us = -1;      // the same

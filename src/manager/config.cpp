@@ -15,6 +15,7 @@
 
 #include "manager/metrics.hpp"
 #include "ring/ring.hpp"
+#include "vm/vm.hpp"
 
 namespace ng::manager {
 
@@ -328,9 +329,10 @@ struct Parser {
     Unique names("driver name"), nics("NIC");
     for (size_t i = 0; i < arr->size(); ++i) {
       std::string path = fmt::format("driver[{}]", i);
-      TableReader r(*(*arr)[i].as_table(), path, {"name", "nic", "netns", "memory_limit_mb"},
+      TableReader r(*(*arr)[i].as_table(), path, {"name", "kind", "nic", "netns", "memory_limit_mb", "vm"},
                     errors);
       DriverConfig d;
+      parse_kind(r, d);
       if (auto name = r.string("name", true)) {
         d.name = *name;
         check_name(r, "name", d.name);
@@ -352,6 +354,54 @@ struct Parser {
       }
       config.drivers.push_back(std::move(d));
     }
+  }
+
+  void parse_kind(TableReader& r, DriverConfig& d) {
+    if (auto k = r.string("kind", false)) {
+      if (*k == "vm") {
+        d.kind = DriverKind::vm;
+      } else if (*k != "process") {
+        errors.at(r.node("kind"), r.key_path("kind"), "expected \"process\" or \"vm\"");
+      }
+    }
+    const toml::node* n = r.node("vm");
+    if (n == nullptr) return;
+    if (d.kind != DriverKind::vm) {
+      errors.at(n, r.key_path("vm"), "only a driver of kind = \"vm\" has a vm table; add kind = \"vm\" or remove it");
+      return;
+    }
+    if (!n->is_table()) {
+      errors.at(n, r.key_path("vm"), "wrong type; expected a table");
+      return;
+    }
+    parse_vm(TableReader(*n->as_table(), r.key_path("vm"),
+                         {"nic_model", "memory_mb", "accel", "image_dir", "boot_timeout_ms"}, errors),
+             d.vm);
+  }
+
+  void parse_vm(TableReader r, VmConfig& v) {
+    if (auto m = r.string("nic_model", false)) {
+      v.nic_model = *m;
+      if (!vm::known_nic_model(v.nic_model)) {
+        errors.at(r.node("nic_model"), r.key_path("nic_model"),
+                  fmt::format("unknown NIC model; expected one of {}", fmt::join(vm::kNicModels, ", ")));
+      }
+    }
+    // The guest image's kernel runs out of memory while booting in 80 MiB.
+    r.u32("memory_mb", 96, 1 << 16, v.memory_mb);
+    if (auto a = r.string("accel", false)) {
+      v.accel = *a;
+      if (v.accel != "auto" && v.accel != "tcg" && v.accel != "kvm") {
+        errors.at(r.node("accel"), r.key_path("accel"), "expected \"auto\", \"tcg\" or \"kvm\"");
+      }
+    }
+    if (auto d = r.string("image_dir", false)) {
+      v.image_dir = *d;
+      if (v.image_dir.empty() || v.image_dir[0] != '/') {
+        errors.at(r.node("image_dir"), r.key_path("image_dir"), "expected an absolute path");
+      }
+    }
+    r.u32("boot_timeout_ms", 1000, 3'600'000, v.boot_timeout_ms);
   }
 
   void parse_apps(const toml::table& root) {
@@ -537,6 +587,8 @@ Result<Config> load_config(const std::string& path) {
   return parse_config(ss.str(), path);
 }
 
+const char* driver_kind_name(DriverKind k) { return k == DriverKind::vm ? "vm" : "process"; }
+
 std::string to_toml(const Config& c) {
   toml::table root;
   root.insert("manager", toml::table{{"state_dir", c.state_dir},
@@ -557,10 +609,20 @@ std::string to_toml(const Config& c) {
   if (!c.metrics.listen.empty()) root.insert("metrics", toml::table{{"listen", c.metrics.listen}});
   toml::array drivers;
   for (const auto& d : c.drivers) {
-    drivers.push_back(toml::table{{"name", d.name},
-                                  {"nic", d.nic},
-                                  {"netns", d.netns},
-                                  {"memory_limit_mb", int64_t{d.memory_limit_mb}}});
+    toml::table t{{"name", d.name},
+                  {"kind", driver_kind_name(d.kind)},
+                  {"nic", d.nic},
+                  {"netns", d.netns},
+                  {"memory_limit_mb", int64_t{d.memory_limit_mb}}};
+    if (d.kind == DriverKind::vm) {
+      toml::table v{{"nic_model", d.vm.nic_model},
+                    {"memory_mb", int64_t{d.vm.memory_mb}},
+                    {"accel", d.vm.accel},
+                    {"boot_timeout_ms", int64_t{d.vm.boot_timeout_ms}}};
+      if (!d.vm.image_dir.empty()) v.insert("image_dir", d.vm.image_dir);
+      t.insert("vm", std::move(v));
+    }
+    drivers.push_back(std::move(t));
   }
   root.insert("driver", std::move(drivers));
   toml::array apps;

@@ -41,8 +41,22 @@ struct MetricsConfig {
   std::string listen;  // "HOST:PORT" on loopback or "unix:/path"; empty: no listener
 };
 
+enum class DriverKind { process, vm };
+const char* driver_kind_name(DriverKind k);
+
+// A driver VM's guest (docs/vm.md): the NIC's own driver runs in it.
+struct VmConfig {
+  std::string nic_model = "e1000e";  // emulated in the lab; e1000, virtio-net-pci
+  uint32_t memory_mb = 96;
+  std::string accel = "auto";  // "auto": KVM if a guest really boots on it, else TCG
+  std::string image_dir;       // empty: guest/ beside the nicguard binary
+  uint32_t boot_timeout_ms = 120'000;
+};
+
 struct DriverConfig {
   std::string name;
+  DriverKind kind = DriverKind::process;
+  VmConfig vm;  // kind vm only
   std::string nic;
   std::string netns;  // defaults to "ng-drv-<name>"
   uint32_t memory_limit_mb = 256;  // raised to fit every app's ring region when not set

@@ -25,6 +25,7 @@
 #include "common/text.hpp"
 #include "inject/regflip.hpp"
 #include "netlink/netlink.hpp"
+#include "vm/qmp.hpp"
 
 namespace ng::manager {
 
@@ -392,6 +393,7 @@ void Manager::build_children() {
               "--inject", config_.path("driver-" + d.name + ".inject"),
               "--serve-nice", std::to_string(serve_nice()),
               "--serve-realtime", std::to_string(rt)};
+    if (d.kind == DriverKind::vm) add_vm_args(d, c.args);
     children_.push_back(std::move(c));
   }
   for (const auto& a : config_.apps) {
@@ -426,6 +428,25 @@ void Manager::build_children() {
   }
 }
 
+// The accelerator is chosen once per image and kept for the host's boot
+// (vm/accel.hpp): checking KVM costs a guest boot.
+void Manager::add_vm_args(const DriverConfig& d, std::vector<std::string>& args) {
+  std::string image = d.vm.image_dir.empty() ? vm::default_image_dir() : d.vm.image_dir;
+  auto key = d.vm.accel + " " + image;
+  auto it = accel_.find(key);
+  if (it == accel_.end()) {
+    auto choice = vm::choose_accel(d.vm.accel, image, "/run/nicguard/accel-check");
+    spdlog::info("driver VMs ({}): {}", image, choice.reason);
+    event("accel", nullptr, {{"accel", vm::accel_name(choice.accel)}, {"reason", choice.reason}, {"image_dir", image}});
+    it = accel_.emplace(key, choice).first;
+  }
+  args.insert(args.end(), {"--vm", "--vm-image-dir", image, "--vm-nic-model", d.vm.nic_model,
+                           "--vm-memory-mb", std::to_string(d.vm.memory_mb),
+                           "--vm-accel", vm::accel_name(it->second.accel),
+                           "--vm-run-dir", config_.state_dir,
+                           "--vm-boot-timeout-ms", std::to_string(d.vm.boot_timeout_ms)});
+}
+
 Status Manager::setup_children() {
   build_children();
   for (auto& c : children_) {
@@ -445,9 +466,12 @@ Status Manager::setup_children() {
 // Frontends start on whichever driver answers first; waiting (bounded) for
 // the drivers' sockets makes the configured first driver the active one.
 void Manager::wait_driver_sockets() {
-  uint64_t deadline = mono_ns() + kSocketWaitNs;
+  uint64_t start = mono_ns();
   for (auto& c : children_) {
     if (c.kind != ChildKind::driver) continue;
+    // A driver VM's socket comes once its guest is up: seconds under TCG.
+    const auto& d = config_.drivers[c.config_index];
+    uint64_t deadline = start + (d.kind == DriverKind::vm ? uint64_t{d.vm.boot_timeout_ms} * 1'000'000 : kSocketWaitNs);
     std::string sock = config_.driver_socket(c.name);
     while (c.pidfd && ::access(sock.c_str(), F_OK) != 0 && mono_ns() < deadline) {
       pollfd p{c.pidfd.get(), POLLIN, 0};
@@ -681,6 +705,61 @@ Child* Manager::find_driver(const std::string& name) {
 
 // {"cmd":"inject","domain":"a","fault":"hang"}: only root reaches the
 // control socket, which is what makes the driver's hooks safe to ship.
+namespace {
+
+// The driver VM's QEMU: the domain process's child running qemu-system.
+pid_t qemu_of(pid_t domain) {
+  std::ifstream in(fmt::format("/proc/{}/task/{}/children", domain, domain));
+  for (pid_t p; in >> p;) {
+    auto cmd = read_cmdline(p);
+    if (!cmd.empty() && cmd[0].find("qemu-system") != std::string::npos) return p;
+  }
+  return 0;
+}
+
+}  // namespace
+
+// Faults of a driver VM act on QEMU and the guest: kill and freeze on the
+// QEMU process, hang stops the vCPUs, crash panics the guest kernel (an NMI
+// it is told to panic on), link-down pulls the emulated NIC's link. A null
+// result: the fault is the host-side process's own, handled as for any domain.
+nlohmann::json Manager::inject_vm(Child& c, inject::Fault fault) {
+  using inject::Fault;
+  if (fault != Fault::kill && fault != Fault::freeze && fault != Fault::hang && fault != Fault::crash &&
+      fault != Fault::link_down && fault != Fault::regflip) {
+    return nullptr;
+  }
+  auto refuse = [&](const std::string& why) { return nlohmann::json{{"ok", false}, {"error", why}}; };
+  if (fault == Fault::regflip) {
+    return refuse("regflip into a driver VM's NIC driver is not implemented yet; the faults of a driver VM are "
+                  "kill, freeze, hang, crash and link-down");
+  }
+  pid_t qemu = qemu_of(c.pid);
+  if (qemu == 0) return refuse(c.domain() + " has no running QEMU (is its driver VM still booting?)");
+  std::string qmp = config_.path("vm-" + c.name + ".qmp");
+  uint64_t at = mono_ns();
+  Status done;
+  if (fault == Fault::kill || fault == Fault::freeze) {
+    auto fd = open_pidfd(qemu);
+    int sig = fault == Fault::kill ? SIGKILL : SIGSTOP;
+    if (!fd || pidfd_signal(fd->get(), sig) != 0) done = fail_errno("signalling QEMU (pid {})", qemu);
+  } else {
+    const char* cmd = fault == Fault::hang ? "stop" : fault == Fault::crash ? "inject-nmi" : "set_link";
+    nlohmann::json args = nlohmann::json::object();
+    if (fault == Fault::link_down) args = {{"name", "nic"}, {"up", false}};
+    at = mono_ns();
+    auto r = vm::qmp_command(qmp, cmd, args);
+    // A hang or a panic is found and the VM fenced so fast that QEMU can be
+    // gone before it answers: the command was sent, and it took.
+    if (!r && !r.error().peer_gone) done = tl::unexpected(r.error());
+  }
+  if (!done) return refuse(done.error().message);
+  ++injections_;
+  event("inject", &c, {{"fault", inject::fault_name(fault)}, {"pid", c.pid}, {"qemu_pid", qemu}, {"injected_mono_ns", at}});
+  return {{"ok", true}, {"domain", c.domain()}, {"fault", inject::fault_name(fault)}, {"pid", c.pid},
+          {"qemu_pid", qemu}, {"ts_mono_ns", at}};
+}
+
 nlohmann::json Manager::inject(const nlohmann::json& request) {
   auto text = [&](const char* key) {
     auto it = request.find(key);
@@ -696,6 +775,9 @@ nlohmann::json Manager::inject(const nlohmann::json& request) {
                                                  inject::fault_list())}};
   }
   if (c->pid == 0 || !c->pidfd) return {{"ok", false}, {"error", c->domain() + " is not running"}};
+  if (config_.drivers[c->config_index].kind == DriverKind::vm) {
+    if (auto r = inject_vm(*c, *fault); !r.is_null()) return r;
+  }
   if (*fault == inject::Fault::regflip) return regflip(*c, request);
   // Taken before the act: a frontend may see a kill and log its detection
   // before this loop gets to log the injection.

@@ -11,6 +11,7 @@
 
 #include <memory>
 #include <optional>
+#include <map>
 #include <set>
 #include <string>
 #include <vector>
@@ -27,6 +28,7 @@
 #include "manager/control.hpp"
 #include "manager/metrics.hpp"
 #include "manager/salvage.hpp"
+#include "vm/accel.hpp"
 
 namespace ng::manager {
 
@@ -94,6 +96,7 @@ class Manager {
   Status start_control();
 
   void build_children();
+  void add_vm_args(const DriverConfig& d, std::vector<std::string>& args);
   bool try_adopt(Child& c);
   Status spawn(Child& c);
   void on_child_exit(Child& c);
@@ -110,6 +113,7 @@ class Manager {
   void fence(Child& c, const std::string& reason);
   nlohmann::json inject(const nlohmann::json& request);
   nlohmann::json regflip(Child& c, const nlohmann::json& request);
+  nlohmann::json inject_vm(Child& c, inject::Fault fault);
   Child* find_driver(const std::string& name);
   int next_timeout_ms() const;
   Status watch_fd(int fd, uint64_t key);
@@ -141,6 +145,7 @@ class Manager {
   std::optional<ControlServer> control_;
   std::optional<MetricsServer> metrics_;
   std::vector<Child> children_;  // drivers first, in config order, then fronts
+  std::map<std::string, vm::AccelChoice> accel_;  // by "accel image_dir"
   Owned owned_;  // everything still to undo, inherited ones included
   Owned fresh_;  // what this run did: undone alone when start() fails
   sigset_t child_mask_{};  // the signal mask children get back

@@ -21,8 +21,8 @@ class Writer {
     for (int i = 0; i < 8; ++i) out_.push_back(static_cast<uint8_t>(v >> (8 * i)));
   }
   void mac(const Mac& m) { out_.insert(out_.end(), m.begin(), m.end()); }
-  void str(const std::string& s) {
-    size_t n = std::min(s.size(), kMaxName);
+  void str(const std::string& s, size_t max = kMaxName) {
+    size_t n = std::min(s.size(), max);
     u16(static_cast<uint16_t>(n));
     out_.insert(out_.end(), s.begin(), s.begin() + static_cast<long>(n));
   }
@@ -55,14 +55,15 @@ class Reader {
     pos_ += m.size();
     return m;
   }
-  std::string str() {
+  std::string str(size_t max = kMaxName) {
     size_t n = u16();
-    if (n > kMaxName) ok_ = false;
+    if (n > max) ok_ = false;
     if (!need(n)) return {};
     std::string s(reinterpret_cast<const char*>(in_.data() + pos_), n);
     pos_ += n;
     return s;
   }
+  void fail() { ok_ = false; }
   Role role() {
     uint8_t r = u8();
     if (r > 1) ok_ = false;
@@ -112,6 +113,11 @@ void body(Writer& w, const Refuse& m) {
   w.str(m.reason);
 }
 
+void body(Writer& w, const Fault& m) {
+  w.u8(static_cast<uint8_t>(m.kind));
+  w.str(m.reason, kMaxReason);
+}
+
 Type type_of(const Message& m) { return static_cast<Type>(m.index() + 1); }
 
 Message parse(Type t, Reader& r) {
@@ -156,6 +162,14 @@ Message parse(Type t, Reader& r) {
       m.reason = r.str();
       return m;
     }
+    case Type::fault: {
+      Fault m;
+      uint8_t k = r.u8();
+      if (k > static_cast<uint8_t>(FaultKind::stall)) r.fail();
+      m.kind = static_cast<FaultKind>(k);
+      m.reason = r.str(kMaxReason);
+      return m;
+    }
   }
   return Refuse{};
 }
@@ -166,7 +180,7 @@ const char* role_name(Role r) { return r == Role::active ? "active" : "spare"; }
 
 const char* type_name(const Message& m) {
   static constexpr const char* kNames[] = {"hello",    "hello_ack",    "setup", "setup_ack",
-                                           "activate", "activate_ack", "refuse"};
+                                           "activate", "activate_ack", "refuse", "fault"};
   return kNames[m.index()];
 }
 
@@ -202,7 +216,7 @@ Result<Message> decode(std::span<const uint8_t> bytes) {
     return fail("control message version {} is not supported (this build speaks {})", version,
                 kVersion);
   }
-  if (type < 1 || type > static_cast<uint16_t>(Type::refuse)) {
+  if (type < 1 || type > static_cast<uint16_t>(Type::fault)) {
     return fail("control message has unknown type {}", type);
   }
   if (length != bytes.size() - kHeaderSize) {

@@ -23,6 +23,7 @@ inline constexpr uint16_t kVersion = 2;
 inline constexpr size_t kHeaderSize = 12;
 inline constexpr size_t kMaxMessage = 512;
 inline constexpr size_t kMaxName = 64;
+inline constexpr size_t kMaxReason = 256;
 
 // Feature bits negotiated in Hello/HelloAck.
 inline constexpr uint64_t kFeatureVnetHdr = 1u << 0;  // frames carry a virtio_net_hdr (GSO, csum)
@@ -77,7 +78,16 @@ struct Refuse {
   std::string reason;
 };
 
-using Message = std::variant<Hello, HelloAck, Setup, SetupAck, Activate, ActivateAck, Refuse>;
+// The driver domain reports its own failure: a driver VM whose guest stopped
+// answering, say. Believed at once: a domain that lies about it can only
+// lose its own traffic. The frontend fails over and fences it.
+enum class FaultKind : uint8_t { crash = 0, hang = 1, stall = 2 };
+struct Fault {
+  FaultKind kind = FaultKind::hang;
+  std::string reason;
+};
+
+using Message = std::variant<Hello, HelloAck, Setup, SetupAck, Activate, ActivateAck, Refuse, Fault>;
 
 enum class Type : uint16_t {
   hello = 1,
@@ -87,6 +97,7 @@ enum class Type : uint16_t {
   activate = 5,
   activate_ack = 6,
   refuse = 7,
+  fault = 8,
 };
 
 std::vector<uint8_t> encode(const Message& m);

@@ -30,14 +30,6 @@ constexpr auto kRejoinLimit = 15s;
 
 using Json = nlohmann::json;
 
-// The driver domain app1 currently sends through, "" when none.
-std::string active_driver(const LabGuard& lab) {
-  auto s = lab.status();
-  if (!s || s->at("apps").empty()) return "";
-  const auto& a = s->at("apps")[0].at("active_driver");
-  return a.is_string() ? a.get<std::string>() : "";
-}
-
 // app1 is active on one domain and holds `spare` as a connected spare.
 bool spare_is_back(const LabGuard& lab, const std::string& spare) {
   auto s = lab.status();

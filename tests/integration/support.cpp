@@ -352,6 +352,7 @@ LabGuard::LabGuard(const LabOptions& o) {
                                  o.apps, o.mtu, o.policy);
   if (o.realtime_priority >= 0) args += fmt::format(" --realtime-priority {}", o.realtime_priority);
   if (o.path_probe_us >= 0) args += fmt::format(" --path-probe-us {}", o.path_probe_us);
+  if (o.domain != "process") args += fmt::format(" --domain {}", o.domain);
   auto r = run(nicguard_cmd(args, limit), limit + 20s);
   if (!r.ok()) {
     error_ = "`nicguard lab up` failed:\n" + r.describe();
@@ -584,6 +585,13 @@ std::vector<nlohmann::json> read_events(const LabGuard& lab) {
     if (j.is_object()) out.push_back(std::move(j));
   }
   return out;
+}
+
+std::string active_driver(const LabGuard& lab) {
+  auto s = lab.status();
+  if (!s || s->at("apps").empty()) return "";
+  const auto& a = s->at("apps")[0].at("active_driver");
+  return a.is_string() ? a.get<std::string>() : "";
 }
 
 std::string event_lines(const LabGuard& lab) {

@@ -139,6 +139,7 @@ struct LabOptions {
   std::string policy = "warm-spare";
   int realtime_priority = -1;  // --realtime-priority; -1: the config's default
   int path_probe_us = -1;      // --path-probe-us; -1: the config's default
+  std::string domain = "process";  // --domain: process or vm
   std::chrono::milliseconds up_limit = 120s;
 };
 
@@ -199,6 +200,8 @@ class LabGuard {
 // The lab's event log (events.jsonl), parsed; and as text for failure messages.
 std::vector<nlohmann::json> read_events(const LabGuard& lab);
 std::string event_lines(const LabGuard& lab);
+// The driver domain app1 currently sends through, "" when none.
+std::string active_driver(const LabGuard& lab);
 // An event with all of these fields appeared after the first `skip` lines.
 bool has_event(const LabGuard& lab, size_t skip, const nlohmann::json& match);
 

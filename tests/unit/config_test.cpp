@@ -365,3 +365,33 @@ TEST(Config, ReceivePathCheckKeys) {
   EXPECT_THAT(errors_of(kGood + std::string("\n[detect]\nrx_probe_interval_ms = 100\nrx_probe_timeout_ms = 150\n")),
               HasSubstr("at least twice"));
 }
+
+TEST(Config, DriverVmParsesAndRoundTrips) {
+  auto toml = with("name = \"b\"\nnic = \"eth2\"",
+                   "name = \"b\"\nkind = \"vm\"\nnic = \"eth2\"\nvm = { nic_model = \"e1000\", memory_mb = 96, accel = \"tcg\" }");
+  auto c = parse_config(toml, "test.toml");
+  ASSERT_TRUE(c.has_value()) << c.error().message;
+  EXPECT_EQ(c->drivers[0].kind, ng::manager::DriverKind::process);
+  ASSERT_EQ(c->drivers[1].kind, ng::manager::DriverKind::vm);
+  EXPECT_EQ(c->drivers[1].vm.nic_model, "e1000");
+  EXPECT_EQ(c->drivers[1].vm.memory_mb, 96u);
+  EXPECT_EQ(c->drivers[1].vm.accel, "tcg");
+  auto again = parse_config(ng::manager::to_toml(*c), "again.toml");
+  ASSERT_TRUE(again.has_value()) << again.error().message;
+  EXPECT_EQ(again->drivers[1].vm.nic_model, "e1000");
+}
+
+TEST(Config, BadDriverVmSettingsAreNamed) {
+  EXPECT_THAT(errors_of(with("nic = \"eth2\"", "nic = \"eth2\"\nkind = \"container\"")),
+              HasSubstr("driver[1].kind = \"container\": expected \"process\" or \"vm\""));
+  EXPECT_THAT(errors_of(with("nic = \"eth2\"", "nic = \"eth2\"\nvm = { memory_mb = 96 }")),
+              HasSubstr("only a driver of kind = \"vm\" has a vm table"));
+  auto e = errors_of(with("nic = \"eth2\"", "nic = \"eth2\"\nkind = \"vm\"\n"
+                          "vm = { nic_model = \"rtl8139\", memory_mb = 8, accel = \"hvf\", image_dir = \"rel\", colour = 1 }"));
+  EXPECT_THAT(e, HasSubstr("driver[1].vm.nic_model"));
+  EXPECT_THAT(e, HasSubstr("e1000e, e1000, virtio-net-pci"));
+  EXPECT_THAT(e, HasSubstr("driver[1].vm.memory_mb"));
+  EXPECT_THAT(e, HasSubstr("driver[1].vm.accel"));
+  EXPECT_THAT(e, HasSubstr("driver[1].vm.image_dir"));
+  EXPECT_THAT(e, HasSubstr("driver[1].vm.colour"));
+}

@@ -25,7 +25,8 @@ std::vector<proto::Message> every_message() {
           proto::SetupAck{7},
           proto::Activate{proto::Role::active},
           proto::ActivateAck{proto::Role::spare},
-          proto::Refuse{3, "no"}};
+          proto::Refuse{3, "no"},
+          proto::Fault{proto::FaultKind::hang, std::string(200, 'x')}};
 }
 
 }  // namespace
@@ -115,4 +116,13 @@ TEST(Protocol, RecvTimesOut) {
   ASSERT_EQ(::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, sv), 0);
   ng::UniqueFd a(sv[0]), b(sv[1]);
   EXPECT_FALSE(proto::recv_message(b.get(), 10));
+}
+
+TEST(Protocol, FaultCarriesItsKindAndAReasonLongerThanAName) {
+  auto f = std::get<proto::Fault>(round_trip(proto::Fault{proto::FaultKind::crash, std::string(250, 'r')}));
+  EXPECT_EQ(f.kind, proto::FaultKind::crash);
+  EXPECT_EQ(f.reason.size(), 250u);
+  auto bytes = proto::encode(proto::Fault{proto::FaultKind::stall, "x"});
+  bytes[proto::kHeaderSize] = 9;  // no such kind
+  EXPECT_FALSE(proto::decode(bytes));
 }

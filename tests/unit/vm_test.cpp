@@ -1,0 +1,117 @@
+// Pure parts of the driver VM: QEMU's command line, the guest's kernel
+// command line, the liveness question and answer, and the verdict on a
+// silent guest.
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+
+#include "driver/vm_domain.hpp"
+#include "vm/liveness.hpp"
+#include "vm/vm.hpp"
+
+using ::testing::HasSubstr;
+
+namespace {
+
+ng::vm::VmSpec spec() {
+  ng::vm::VmSpec s;
+  s.name = "a";
+  s.kernel = "/g/vmlinuz";
+  s.initrd = "/g/initramfs.cpio";
+  s.nic_mac = {0x52, 0x54, 0, 1, 2, 3};
+  s.link_mac = {0x52, 0x54, 1, 1, 2, 3};
+  s.bridge_mac = {0x52, 0x54, 2, 1, 2, 3};
+  s.qmp_socket = "/s/vm-a.qmp";
+  s.watch_socket = "/s/vm-a.watch";
+  s.gdb_socket = "/s/vm-a.gdb";
+  return s;
+}
+
+std::string joined(const std::vector<std::string>& v) {
+  std::string out;
+  for (const auto& a : v) out += a + " ";
+  return out;
+}
+
+}  // namespace
+
+TEST(Vm, QemuCommandLineHasTheNicTheLinkAndTheSafetyNets) {
+  auto s = spec();
+  auto a = joined(ng::vm::qemu_args(s));
+  EXPECT_THAT(a, HasSubstr("-accel tcg"));
+  EXPECT_THAT(a, HasSubstr("-netdev tap,id=nic,fd=3 -device e1000e,netdev=nic,mac=52:54:00:01:02:03"));
+  EXPECT_THAT(a, HasSubstr("-device virtio-net-pci,netdev=link,mac=52:54:01:01:02:03"));
+  EXPECT_THAT(a, HasSubstr("-sandbox on,"));
+  EXPECT_THAT(a, HasSubstr("-device pvpanic -action panic=exit-failure"));
+  EXPECT_THAT(a, HasSubstr("-qmp unix:/s/vm-a.qmp,server=on,wait=off"));
+  EXPECT_THAT(a, HasSubstr("-qmp unix:/s/vm-a.watch,server=on,wait=off"));
+  EXPECT_THAT(a, HasSubstr("-gdb unix:/s/vm-a.gdb"));
+  EXPECT_THAT(a, HasSubstr("-name ng-a,debug-threads=on"));
+  s.accel = ng::vm::Accel::kvm;
+  s.nic_model = "virtio-net-pci";
+  a = joined(ng::vm::qemu_args(s));
+  EXPECT_THAT(a, HasSubstr("-accel kvm -cpu host,-arch-capabilities"));
+  EXPECT_THAT(a, HasSubstr("-device virtio-net-pci,netdev=nic"));
+}
+
+TEST(Vm, KernelCommandLineTellsInitTheLinkTheBridgeAndTheDriver) {
+  auto s = spec();
+  s.nic_model = "e1000";
+  auto c = ng::vm::kernel_cmdline(s);
+  EXPECT_THAT(c, HasSubstr("ng.link=52:54:01:01:02:03"));
+  EXPECT_THAT(c, HasSubstr("ng.br=52:54:02:01:02:03"));
+  EXPECT_THAT(c, HasSubstr("ng.ip=169.254.0.2"));
+  EXPECT_THAT(c, HasSubstr("ng.drv=e1000"));
+  EXPECT_THAT(c, HasSubstr("panic=-1 oops=panic"));
+  EXPECT_THAT(c, HasSubstr("unknown_nmi_panic"));
+}
+
+TEST(Vm, OnlyTheGuestsAnswerToOurQuestionCounts) {
+  ng::Mac host{2, 0, 0, 0, 0, 1}, bridge{0x52, 0x54, 2, 1, 2, 3};
+  std::array<uint8_t, 4> ip{169, 254, 0, 2};
+  auto q = ng::vm::guest_question(host, bridge, ip);
+  EXPECT_TRUE(std::equal(bridge.begin(), bridge.end(), reinterpret_cast<const uint8_t*>(q.data())));
+  EXPECT_FALSE(ng::vm::is_guest_answer(q.data(), q.size(), host, bridge, ip)) << "a question is no answer";
+  // The answer the guest's kernel sends: to us, from the bridge, op 2.
+  auto a = q;
+  std::copy(host.begin(), host.end(), reinterpret_cast<uint8_t*>(a.data()));
+  std::copy(bridge.begin(), bridge.end(), reinterpret_cast<uint8_t*>(a.data()) + 6);
+  a[21] = std::byte{2};
+  std::copy(bridge.begin(), bridge.end(), reinterpret_cast<uint8_t*>(a.data()) + 22);
+  std::copy(ip.begin(), ip.end(), reinterpret_cast<uint8_t*>(a.data()) + 28);
+  EXPECT_TRUE(ng::vm::is_guest_answer(a.data(), a.size(), host, bridge, ip));
+  EXPECT_FALSE(ng::vm::is_guest_answer(a.data(), a.size() - 1, host, bridge, ip));
+  auto other = a;
+  other[31] = std::byte{3};  // another address answering
+  EXPECT_FALSE(ng::vm::is_guest_answer(other.data(), other.size(), host, bridge, ip));
+}
+
+TEST(Vm, ASlowGuestIsNotAHungOne) {
+  using ng::driver::judge_guest;
+  using ng::driver::QemuSample;
+  constexpr uint64_t kMs = 1'000'000, kTimeout = 20 * kMs, kStarve = 2000 * kMs;
+  QemuSample then{{100 * kMs, 'S'}, {50 * kMs, 'S'}};
+  // Not yet at the timeout: no verdict, whatever QEMU did.
+  EXPECT_FALSE(judge_guest(10 * kMs, then, then, kTimeout, kStarve).hung);
+  // Runnable, given hardly any CPU: the host is slow; wait.
+  QemuSample starved{{101 * kMs, 'R'}, {50 * kMs, 'R'}};
+  EXPECT_FALSE(judge_guest(30 * kMs, then, starved, kTimeout, kStarve).hung);
+  // ... but not for ever.
+  EXPECT_TRUE(judge_guest(2500 * kMs, then, starved, kTimeout, kStarve).hung);
+  // The vCPU ran half the timeout and still no answer: a wedged guest kernel.
+  QemuSample spinning{{112 * kMs, 'R'}, {51 * kMs, 'R'}};
+  auto v = judge_guest(25 * kMs, then, spinning, kTimeout, kStarve);
+  EXPECT_TRUE(v.hung);
+  EXPECT_THAT(v.reason, HasSubstr("vCPU ran 12 ms"));
+  // QEMU idle with the question waiting: vCPUs stopped.
+  QemuSample idle{{100 * kMs, 'S'}, {50 * kMs, 'S'}};
+  EXPECT_THAT(judge_guest(25 * kMs, then, idle, kTimeout, kStarve).reason, HasSubstr("idle"));
+  QemuSample stopped{{100 * kMs, 'T'}, {50 * kMs, 'T'}};
+  EXPECT_THAT(judge_guest(25 * kMs, then, stopped, kTimeout, kStarve).reason, HasSubstr("stopped"));
+  // Ending: not a hang but QEMU going away.
+  QemuSample ending{{100 * kMs, 'S', true}, {50 * kMs, 'D', true}};
+  auto e = judge_guest(25 * kMs, then, ending, kTimeout, kStarve);
+  EXPECT_TRUE(e.hung);
+  EXPECT_TRUE(e.exiting);
+}
