@@ -199,7 +199,7 @@ TEST(Config, BadNames) {
 TEST(Config, UnknownKeysAndTables) {
   auto e = errors_of(with("memory_limit_mb = 128", "memory_limit_mb = 128\nmemory = 1"));
   EXPECT_THAT(e, HasSubstr("driver[0].memory = 1: unknown key"));
-  EXPECT_THAT(e, HasSubstr("name, nic, netns, memory_limit_mb"));
+  EXPECT_THAT(e, HasSubstr("name, kind, nic, netns, memory_limit_mb, vm"));
   e = errors_of(std::string(kGood) + "\n[extra]\nx = 1\n");
   EXPECT_THAT(e, HasSubstr("extra = a table: unknown key"));
   EXPECT_THAT(e, HasSubstr("manager, ring, detect, metrics, driver, app"));
