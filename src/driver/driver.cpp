@@ -342,6 +342,7 @@ class Driver {
     }
     if (vm_) {
       uint64_t now = mono_ns(), next = vm_->watch->next_due_ns();
+      if (vm_stopped_ns_ != 0) next = std::min(next, vm_stopped_ns_ + uint64_t{opt_.vm.hang_timeout_ms} * 1'000'000);
       uint64_t due = next > now ? next - now : 0;
       timeout_ms = std::min<int>(timeout_ms, static_cast<int>((due + 999'999) / 1'000'000));
     }
@@ -412,6 +413,12 @@ class Driver {
       (void)nic_->send({&iov, 1}, &refused);
       beat();
     }
+    uint64_t stop_limit = uint64_t{opt_.vm.hang_timeout_ms} * 1'000'000;
+    if (vm_stopped_ns_ != 0 && now - vm_stopped_ns_ >= stop_limit) {
+      report_fault(proto::FaultKind::hang, fmt::format("driver VM: its vCPUs have been stopped for {} ms (QMP STOP)",
+                                                       (now - vm_stopped_ns_) / 1'000'000));
+      return false;
+    }
     auto v = vm_->watch->verdict(now);
     if (!v) return true;
     report_fault(v->exiting ? proto::FaultKind::crash : proto::FaultKind::hang,
@@ -432,10 +439,10 @@ class Driver {
         report_fault(proto::FaultKind::crash, "driver VM: QEMU reports " + n + (n == "GUEST_PANICKED" ? " (the guest kernel panicked)" : ""));
         return false;
       }
-      if (n == "STOP") {
-        report_fault(proto::FaultKind::hang, "driver VM: QEMU reports STOP (its vCPUs were stopped)");
-        return false;
-      }
+      // A debugger (regflip's gdbstub) stops the vCPUs for a moment too:
+      // only a stop that lasts the hang timeout is a hang (watch_guest).
+      if (n == "STOP" && vm_stopped_ns_ == 0) vm_stopped_ns_ = mono_ns();
+      if (n == "RESUME") vm_stopped_ns_ = 0;
     }
     return true;
   }
@@ -797,6 +804,7 @@ class Driver {
   Mac peer_mac_{};
   bool peer_known_ = false;
   std::optional<VmDomain> vm_;
+  uint64_t vm_stopped_ns_ = 0;  // QMP STOP seen, no RESUME since
 };
 
 Result<UniqueFd> listen_on(const std::string& path) {

@@ -79,6 +79,9 @@ void ng::cli::add_front_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--rx-probe-target", opt->rx_probe_target,
                   "IPv4 neighbour asked (ARP) through the active domain to check its receive path");
   cmd->add_option("--rx-probe-interval-ms", opt->rx_probe_interval_ms)->capture_default_str();
+  cmd->add_option("--path-answer-timeout-ms", opt->path_answer_timeout_ms,
+                  "The path check's ARP question through the active, unanswered this long: its path is broken")
+      ->capture_default_str();
   cmd->add_option("--rx-probe-timeout-ms", opt->rx_probe_timeout_ms,
                   "Unanswered this long (and at least twice): the receive path is broken, a stall")
       ->capture_default_str();

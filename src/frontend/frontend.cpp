@@ -171,6 +171,9 @@ class Frontend {
     stats_->active.store(-1);
     if (auto r = UserCpuSampler::keep_ready()) sampling_ready_ = std::move(*r);
     rx_probe_ = make_rx_probe(o);
+    PathCheckConfig pc;
+    pc.answer_timeout_ns = uint64_t{o.path_answer_timeout_ms} * 1'000'000;
+    path_ = PathCheck(pc);
     epoll_event ev{EPOLLIN, {.u64 = tag(tag_tap, 0)}};
     ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, tap_.get(), &ev);
     if (salvage_) {

@@ -43,6 +43,11 @@ struct FrontendOptions {
   std::string rx_probe_target;  // IPv4 neighbour asked through the active domain; empty: no check
   uint32_t rx_probe_interval_ms = 100;
   uint32_t rx_probe_timeout_ms = 300;  // unanswered this long (and twice): the receive path is broken
+  // The path check's question through the active, in watched time. A
+  // driver VM under TCG queues frames inside its guest for tens of
+  // milliseconds when it forwards at full rate, where a process domain's
+  // queue is its NIC's, which the check sees drained.
+  uint32_t path_answer_timeout_ms = 2;
   ServePriority serve;  // scheduling once serving
 };
 

@@ -42,7 +42,8 @@ int run(const InjectOptions& o) {
   }
   nlohmann::json request{{"cmd", "inject"}, {"domain", o.domain}, {"fault", o.fault}};
   if (o.seed) request["seed"] = *o.seed;
-  auto answer = ng::manager::control_request(socket, request, 2000);
+  // A regflip into a driver VM waits up to 5 s for its breakpoint.
+  auto answer = ng::manager::control_request(socket, request, o.fault == "regflip" ? 10000 : 2000);
   if (!answer) {
     fmt::print(stderr, "nicguard inject: {}\n", answer.error().message);
     return 1;

@@ -25,15 +25,6 @@ namespace ng::inject {
 
 namespace {
 
-// splitmix64 (Steele, Lea and Flood, 2014): fully specified integer
-// arithmetic, so a seed draws the same numbers on every machine and libc.
-uint64_t splitmix64(uint64_t& state) {
-  uint64_t z = (state += 0x9e3779b97f4a7c15ull);
-  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
-  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
-  return z ^ (z >> 31);
-}
-
 std::string_view register_name(int reg) {
   const auto& names = regflip_registers();
   if (reg < 0 || static_cast<size_t>(reg) >= names.size()) return "reg?";

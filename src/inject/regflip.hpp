@@ -19,6 +19,15 @@
 
 namespace ng::inject {
 
+// splitmix64 (Steele, Lea and Flood, 2014): fully specified integer
+// arithmetic, so a seed draws the same numbers on every machine and libc.
+inline uint64_t splitmix64(uint64_t& state) {
+  uint64_t z = (state += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
 struct RegflipPlan {
   pid_t tid = 0;          // from /proc/PID/task, sorted ascending, index = draw % count
   uint32_t delay_us = 0;  // wait this long before attaching, in [0, max_delay_us)

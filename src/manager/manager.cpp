@@ -25,6 +25,7 @@
 #include "common/text.hpp"
 #include "inject/regflip.hpp"
 #include "netlink/netlink.hpp"
+#include "vm/guest_regflip.hpp"
 #include "vm/qmp.hpp"
 
 namespace ng::manager {
@@ -41,6 +42,7 @@ constexpr uint64_t kStableNs = 2'000'000'000ULL;  // up this long: the next rest
 constexpr int kTermGraceMs = 2000;
 constexpr int kKillWaitMs = 1000;
 constexpr uint64_t kSocketWaitNs = 3'000'000'000ULL;
+constexpr uint32_t kVmPathAnswerTimeoutMs = 250;
 
 Result<UniqueFd> open_pidfd(pid_t pid) {
   int fd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
@@ -419,6 +421,12 @@ void Manager::build_children() {
                                  "--events", config_.path("events.jsonl"),
                                  "--serve-nice", std::to_string(serve_nice()),
                                  "--serve-realtime", frontend_realtime});
+    // A TCG driver VM forwarding at full rate holds frames in its guest
+    // for tens of milliseconds (pings through one spike to 60-160 ms).
+    if (std::any_of(config_.drivers.begin(), config_.drivers.end(),
+                    [](const DriverConfig& d) { return d.kind == DriverKind::vm; })) {
+      c.args.insert(c.args.end(), {"--path-answer-timeout-ms", std::to_string(kVmPathAnswerTimeoutMs)});
+    }
     if (!a.rx_probe_target.empty()) {
       c.args.insert(c.args.end(), {"--rx-probe-target", a.rx_probe_target, "--rx-probe-interval-ms",
                                    std::to_string(config_.detect.rx_probe_interval_ms),
@@ -707,6 +715,15 @@ Child* Manager::find_driver(const std::string& name) {
 // control socket, which is what makes the driver's hooks safe to ship.
 namespace {
 
+// The request's seed, or a random one (the answer names it either way).
+Result<uint64_t> seed_of(const nlohmann::json& request) {
+  auto it = request.find("seed");
+  if (it != request.end() && it->is_number_unsigned()) return it->get<uint64_t>();
+  uint64_t seed = 0;
+  if (::getrandom(&seed, sizeof(seed), 0) != sizeof(seed)) return fail_errno("choosing a seed");
+  return seed;
+}
+
 // The driver VM's QEMU: the domain process's child running qemu-system.
 pid_t qemu_of(pid_t domain) {
   std::ifstream in(fmt::format("/proc/{}/task/{}/children", domain, domain));
@@ -719,23 +736,56 @@ pid_t qemu_of(pid_t domain) {
 
 }  // namespace
 
+// regflip into the guest's NIC driver through the gdbstub (vm/guest_regflip.hpp).
+nlohmann::json Manager::regflip_vm(Child& c, pid_t qemu, const nlohmann::json& request) {
+  auto seed_or = seed_of(request);
+  if (!seed_or) return {{"ok", false}, {"error", seed_or.error().message}};
+  uint64_t seed = *seed_or;
+  std::ifstream in(config_.path("vm-" + c.name + ".console"));
+  std::string console((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  auto syms = vm::guest_symbols(console);
+  if (syms.empty()) {
+    return {{"ok", false}, {"error", c.domain() + "'s guest printed no symbols of its NIC driver (see " +
+                                         config_.path("vm-" + c.name + ".console") + ")"}};
+  }
+  std::vector<std::string> names;
+  for (const auto& s : syms) names.push_back(s.name);
+  auto plan = vm::plan_guest_regflip(seed, names);
+  constexpr int kBreakpointWaitMs = 5000;
+  auto done = vm::apply_guest_regflip(config_.path("vm-" + c.name + ".gdb"), syms, plan, kBreakpointWaitMs);
+  if (!done) return {{"ok", false}, {"error", fmt::format("regflip into {}'s driver: {}", c.domain(), done.error().message)}};
+  nlohmann::json what = {{"fault", "regflip"}, {"pid", c.pid}, {"qemu_pid", qemu}, {"seed", seed},
+                         {"function", plan.function}, {"steps", plan.steps},
+                         {"register", std::string(inject::regflip_registers()[static_cast<size_t>(plan.reg)])},
+                         {"bit", plan.bit}, {"reached", done->reached}};
+  if (done->reached) {
+    ++injections_;
+    what.update({{"rip", fmt::format("{:#x}", done->rip)}, {"offset", done->offset},
+                 {"before", fmt::format("{:#x}", done->before)}, {"after", fmt::format("{:#x}", done->after)},
+                 {"injected_mono_ns", done->flipped_mono_ns}});
+    event("inject", &c, what);
+  }
+  what["ok"] = true;
+  what["domain"] = c.domain();
+  what["detail"] = plan.describe() + (done->reached ? "" : fmt::format(": not reached in {} ms, nothing flipped", kBreakpointWaitMs));
+  what["ts_mono_ns"] = done->reached ? done->flipped_mono_ns : mono_ns();
+  return what;
+}
+
 // Faults of a driver VM act on QEMU and the guest: kill and freeze on the
 // QEMU process, hang stops the vCPUs, crash panics the guest kernel (an NMI
 // it is told to panic on), link-down pulls the emulated NIC's link. A null
 // result: the fault is the host-side process's own, handled as for any domain.
-nlohmann::json Manager::inject_vm(Child& c, inject::Fault fault) {
+nlohmann::json Manager::inject_vm(Child& c, inject::Fault fault, const nlohmann::json& request) {
   using inject::Fault;
   if (fault != Fault::kill && fault != Fault::freeze && fault != Fault::hang && fault != Fault::crash &&
       fault != Fault::link_down && fault != Fault::regflip) {
     return nullptr;
   }
   auto refuse = [&](const std::string& why) { return nlohmann::json{{"ok", false}, {"error", why}}; };
-  if (fault == Fault::regflip) {
-    return refuse("regflip into a driver VM's NIC driver is not implemented yet; the faults of a driver VM are "
-                  "kill, freeze, hang, crash and link-down");
-  }
   pid_t qemu = qemu_of(c.pid);
   if (qemu == 0) return refuse(c.domain() + " has no running QEMU (is its driver VM still booting?)");
+  if (fault == Fault::regflip) return regflip_vm(c, qemu, request);
   std::string qmp = config_.path("vm-" + c.name + ".qmp");
   uint64_t at = mono_ns();
   Status done;
@@ -776,7 +826,7 @@ nlohmann::json Manager::inject(const nlohmann::json& request) {
   }
   if (c->pid == 0 || !c->pidfd) return {{"ok", false}, {"error", c->domain() + " is not running"}};
   if (config_.drivers[c->config_index].kind == DriverKind::vm) {
-    if (auto r = inject_vm(*c, *fault); !r.is_null()) return r;
+    if (auto r = inject_vm(*c, *fault, request); !r.is_null()) return r;
   }
   if (*fault == inject::Fault::regflip) return regflip(*c, request);
   // Taken before the act: a frontend may see a kill and log its detection
@@ -802,13 +852,9 @@ nlohmann::json Manager::inject(const nlohmann::json& request) {
 // Synchronous: the moment is at most max_delay_us away, and only the
 // manager's own loop waits for it; the frontends detect on their own.
 nlohmann::json Manager::regflip(Child& c, const nlohmann::json& request) {
-  uint64_t seed = 0;
-  auto it = request.find("seed");
-  if (it != request.end() && it->is_number_unsigned()) {
-    seed = it->get<uint64_t>();
-  } else if (::getrandom(&seed, sizeof(seed), 0) != sizeof(seed)) {
-    return {{"ok", false}, {"error", fmt::format("choosing a seed: {}", strerror(errno))}};
-  }
+  auto seed_or = seed_of(request);
+  if (!seed_or) return {{"ok", false}, {"error", seed_or.error().message}};
+  uint64_t seed = *seed_or;
   auto plan = inject::plan_regflip_for(c.pid, seed);
   auto done = plan ? inject::apply_regflip(*plan) : Result<inject::RegflipResult>(tl::unexpected(plan.error()));
   if (!done) return {{"ok", false}, {"error", fmt::format("regflip into {}: {}", c.domain(), done.error().message)}};

@@ -113,7 +113,8 @@ class Manager {
   void fence(Child& c, const std::string& reason);
   nlohmann::json inject(const nlohmann::json& request);
   nlohmann::json regflip(Child& c, const nlohmann::json& request);
-  nlohmann::json inject_vm(Child& c, inject::Fault fault);
+  nlohmann::json inject_vm(Child& c, inject::Fault fault, const nlohmann::json& request);
+  nlohmann::json regflip_vm(Child& c, pid_t qemu, const nlohmann::json& request);
   Child* find_driver(const std::string& name);
   int next_timeout_ms() const;
   Status watch_fd(int fd, uint64_t key);

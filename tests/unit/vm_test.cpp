@@ -7,6 +7,8 @@
 #include <algorithm>
 
 #include "driver/vm_domain.hpp"
+#include "vm/gdbstub.hpp"
+#include "vm/guest_regflip.hpp"
 #include "vm/liveness.hpp"
 #include "vm/vm.hpp"
 
@@ -114,4 +116,39 @@ TEST(Vm, ASlowGuestIsNotAHungOne) {
   auto e = judge_guest(25 * kMs, then, ending, kTimeout, kStarve);
   EXPECT_TRUE(e.hung);
   EXPECT_TRUE(e.exiting);
+}
+
+TEST(Vm, GuestSymbolsAreTakenFromTheLastBoot) {
+  std::string console =
+      "ng-guest: init\nng-guest: sym ffffffffc0001000 old_boot\n"
+      "[    1.0] something\nng-guest: init\n"
+      "ng-guest: sym ffffffffc0441000 e1000_xmit_frame\nng-guest: sym ffffffffc0440000 e1000_probe\n";
+  auto s = ng::vm::guest_symbols(console);
+  ASSERT_EQ(s.size(), 2u);
+  EXPECT_EQ(s[0].name, "e1000_xmit_frame");
+  EXPECT_EQ(s[0].address, 0xffffffffc0441000ull);
+}
+
+TEST(Vm, AGuestRegflipPlanDependsOnTheSeedAndTheNamesOnly) {
+  std::vector<std::string> names = {"e1000_xmit_frame", "e1000_probe", "e1000_clean_rx_irq", "e1000_watchdog"};
+  auto a = ng::vm::plan_guest_regflip(42, names);
+  std::reverse(names.begin(), names.end());  // another boot lists them in another order
+  auto b = ng::vm::plan_guest_regflip(42, names);
+  EXPECT_EQ(a.describe(), b.describe());
+  EXPECT_LT(a.steps, ng::vm::kMaxSteps);
+  EXPECT_LT(a.bit, 64);
+  bool differs = false;
+  for (uint64_t seed = 1; seed < 20; ++seed) differs |= ng::vm::plan_guest_regflip(seed, names).describe() != a.describe();
+  EXPECT_TRUE(differs);
+}
+
+TEST(Vm, GdbPacketsCarryTheirChecksum) {
+  EXPECT_EQ(ng::vm::gdb_frame("g"), "$g#67");
+  EXPECT_EQ(ng::vm::gdb_frame("Z1,ffffffffc0441000,1"), "$Z1,ffffffffc0441000,1#" + [] {
+    unsigned sum = 0;
+    for (char c : std::string("Z1,ffffffffc0441000,1")) sum += static_cast<unsigned char>(c);
+    char hex[3];
+    std::snprintf(hex, sizeof(hex), "%02x", sum & 0xff);
+    return std::string(hex);
+  }());
 }
