@@ -24,4 +24,17 @@ Result<UniqueFd> bind_unix(int type, const std::string& path, const char* what) 
   return s;
 }
 
+Result<UniqueFd> connect_unix(int type, const std::string& path, const char* what) {
+  UniqueFd s(::socket(AF_UNIX, type | SOCK_CLOEXEC, 0));
+  if (!s) return fail_errno("creating a socket for the {}", what);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  if (path.size() >= sizeof(addr.sun_path)) return fail("{} path {} is too long", what, path);
+  std::strcpy(addr.sun_path, path.c_str());
+  if (::connect(s.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
+    return fail_errno("connecting to the {} {}", what, path);
+  }
+  return s;
+}
+
 }  // namespace ng

@@ -2,7 +2,6 @@
 
 #include <poll.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <fmt/format.h>
@@ -10,6 +9,7 @@
 #include <cstring>
 
 #include "common/clock.hpp"
+#include "common/unix_socket.hpp"
 
 namespace ng::vm {
 namespace {
@@ -40,17 +40,10 @@ std::string gdb_frame(const std::string& payload) {
 }
 
 Result<GdbStub> GdbStub::connect(const std::string& socket) {
-  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!fd) return fail_errno("creating a socket for the gdbstub");
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (socket.size() >= sizeof(addr.sun_path)) return fail("gdbstub socket path {} is too long", socket);
-  std::memcpy(addr.sun_path, socket.c_str(), socket.size());
-  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    return fail_errno("connecting to the driver VM's gdbstub {}", socket);
-  }
+  auto fd = connect_unix(SOCK_STREAM, socket, "driver VM's gdbstub");
+  if (!fd) return tl::unexpected(fd.error());
   GdbStub g;
-  g.fd_ = std::move(fd);
+  g.fd_ = std::move(*fd);
   return g;
 }
 

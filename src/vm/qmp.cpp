@@ -2,7 +2,6 @@
 
 #include <poll.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -11,6 +10,7 @@
 
 #include "common/clock.hpp"
 #include "common/fd.hpp"
+#include "common/unix_socket.hpp"
 
 namespace ng::vm {
 namespace {
@@ -72,15 +72,9 @@ Status send_line(int fd, const nlohmann::json& j) {
 
 // Connected and past qmp_capabilities.
 Result<UniqueFd> negotiate(const std::string& socket, Line*& in, std::optional<Line>& storage, int timeout_ms) {
-  UniqueFd fd(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0));
-  if (!fd) return fail_errno("creating a socket for QMP");
-  sockaddr_un addr{};
-  addr.sun_family = AF_UNIX;
-  if (socket.size() >= sizeof(addr.sun_path)) return fail("QMP socket path {} is too long", socket);
-  std::memcpy(addr.sun_path, socket.c_str(), socket.size());
-  if (::connect(fd.get(), reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) {
-    return fail_errno("connecting to the driver VM's QMP socket {}", socket);
-  }
+  auto connected = connect_unix(SOCK_STREAM, socket, "driver VM's QMP socket");
+  if (!connected) return tl::unexpected(connected.error());
+  UniqueFd fd = std::move(*connected);
   storage.emplace(fd.get(), mono_ns() + uint64_t(timeout_ms) * 1'000'000);
   in = &*storage;
   auto greeting = in->next();

@@ -78,8 +78,8 @@ class Qemu {
   pid_t pid() const { return pid_; }
   int pidfd() const { return pidfd_.get(); }  // readable once QEMU has exited
   bool exited() const;
-  // The exit, reaped, in words ("exited with status 1", "killed by signal 9");
-  // nullopt-like empty string while it runs.
+  // Waits for the exit and says it in words ("exited with status 1",
+  // "killed by signal 9"); call once pidfd() is readable, or to end it.
   std::string reap();
   void kill();
 
