@@ -24,7 +24,8 @@ struct CampaignOptions {
   uint64_t seed = 1;      // every run's seed derives from it (run_seed)
   uint32_t pps = 10000;   // the UDP probe stream
   double tcp_mbytes_per_s = 8;  // the TCP stream alongside; 0: none
-  uint32_t window_ms = 400;     // effects of an injection are looked for this long
+  std::string domain = "process";  // the labs' driver domains: "process" or "vm" (driver VMs)
+  uint32_t window_ms = 0;       // effects of an injection are looked for this long; 0: window_ms_for()
   int realtime_priority = -1;   // the labs' data path; -1: the config's default
   int apps = 1;                 // app domains per lab, 1..64
   std::vector<std::string> load;  // background load for every run: "cpu", "tcp"
@@ -37,6 +38,15 @@ struct CampaignOptions {
   // Polled between runs; true stops the campaign with what it has.
   std::function<bool()> interrupted;
 };
+
+// The window of a policy's runs: --window-ms if given, else long enough for
+// the recovery to finish: 400 ms for process domains; for driver VMs 1 s
+// under warm-spare (TCG detects and switches more slowly) and 20 s under
+// restart, which reboots the VM (10 to 14 s under TCG).
+uint32_t window_ms_for(const CampaignOptions& o, const std::string& policy);
+// The baseline window before each injection: as long as the run's, up to
+// kMaxBaselineMs (a 20 s restart window needs no 20 s baseline).
+inline constexpr uint32_t kMaxBaselineMs = 2000;
 
 // Refuses what cannot run before anything is built: unknown kinds, policies
 // or loads, counts and rates out of range. Pure: no file is looked at.

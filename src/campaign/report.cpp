@@ -223,6 +223,7 @@ json info_json(const CampaignInfo& info) {
   return {{"started", info.started},
           {"host", info.host},
           {"command", info.command},
+          {"domain", info.domain},
           {"window_ms", info.window_ms},
           {"gap_threshold_ms", info.gap_threshold_ms},
           {"unprovoked_failures", info.unprovoked},
@@ -919,7 +920,11 @@ std::string info_section(const CampaignInfo& info, size_t runs) {
   std::string out = "<h1>nicguard fault-injection campaign</h1>\n<dl class=\"info\">\n";
   out += item("Started", esc(info.started)) + item("Host", esc(info.host));
   out += item("Command", "<code>" + esc(info.command) + "</code>");
-  out += item("Window", fmt::format("{} ms after each injection", ms_text(info.window_ms)));
+  out += item("Driver domains", info.domain == "vm" ? "driver VMs (the NIC's own kernel driver in a QEMU guest)"
+                                                    : "processes (AF_PACKET, sandboxed)");
+  out += item("Window", info.window_detail.empty()
+                            ? fmt::format("{} ms after each injection", ms_text(info.window_ms))
+                            : esc(info.window_detail) + " after each injection");
   out += item("Gap threshold",
               fmt::format("silences under {} ms not counted", ms_text(info.gap_threshold_ms)));
   out += item("Runs", fmt::format("{}", runs));

@@ -83,7 +83,7 @@ struct CampaignInfo {
   std::string started;         // ISO 8601 wall time
   std::string host;            // uname: kernel, nodename, cpus
   std::string command;         // the command line that produced it
-  double window_ms = 0;        // how long after each injection effects are looked for
+  double window_ms = 0;        // how long after each injection effects are looked for (the longest policy's)
   double gap_threshold_ms = 0; // silences shorter than this are not counted
   // Detections nobody injected (seen before an injection, in the baseline
   // window): false alarms or latent effects of an earlier run. Each such
@@ -103,6 +103,8 @@ struct CampaignInfo {
   double loadavg_start = -1;
   double loadavg_end = -1;
   std::vector<std::string> load_restarts;  // load processes that died and were started again
+  std::string domain = "process";          // the labs' driver domains: process or vm
+  std::string window_detail;  // each policy's window, "1000 ms under warm-spare, ..."; "" if not known
 };
 
 std::string runs_csv(const std::vector<RunRecord>& runs);

@@ -84,7 +84,7 @@ int run_demo(DemoOptions& o) {
   auto& c = o.campaign;
   c.interrupted = [&signals] { return signals.fired(); };
   c.progress = ng::campaign::print_progress;
-  c.command = fmt::format("nicguard demo --runs {}", c.runs);
+  c.command = fmt::format("nicguard demo --domain {} --runs {}", c.domain, c.runs);
   c.keep_events_in = o.out;
   fmt::print("nicguard demo: {} injections per policy and fault, {} UDP packets/s from the external host "
              "to the app and back, a TCP stream beside it\n",
@@ -98,10 +98,10 @@ int run_demo(DemoOptions& o) {
   json rows = demo_rows(result->runs, summary);
   print_rows(rows);
   fmt::print(
-      "\ninterruption: the echoed stream's longest silence in the {} ms after each injection (the failed "
-      "domain's restart included);\nbaseline: its longest silence in as long a window without a failure, "
-      "just before each injection\n",
-      c.window_ms);
+      "\ninterruption: the echoed stream's longest silence in the window after each injection ({}; the "
+      "failed domain's restart included);\nbaseline: its longest silence in a window as long (up to {} ms) "
+      "without a failure, just before each injection\n",
+      result->info.window_detail, ng::campaign::kMaxBaselineMs);
   auto written = ng::campaign::write_report(o.out, result->runs, result->timelines, result->info);
   if (!written) {
     fmt::print(stderr, "demo: writing the report: {}\n", written.error().message);
@@ -135,6 +135,10 @@ void ng::cli::add_demo_command(CLI::App& app, int& exit_code) {
       ->delimiter(',')
       ->capture_default_str();
   cmd->add_option("--out", o->out, "Directory for report.html, summary.json and runs.csv")
+      ->capture_default_str();
+  cmd->add_option("--domain", o->campaign.domain,
+                  "Driver domains: process, or vm (driver VMs running the NIC's own kernel driver; each "
+                  "restart reboots a VM, seconds under TCG)")
       ->capture_default_str();
   add_realtime_priority_option(*cmd, o->campaign.realtime_priority);
   cmd->callback([o, &exit_code] {

@@ -97,6 +97,8 @@ class Driver {
   // the hang-up of every connection.
   Status attach_vm(VmDomain vm) {
     vm_ = std::move(vm);
+    constexpr uint64_t kDebugHoldLimitNs = 10'000'000'000;  // a regflip waits 5 s at most
+    vcpu_stops_ = VcpuStops(uint64_t{opt_.vm.hang_timeout_ms} * 1'000'000, kDebugHoldLimitNs);
     epoll_event ev{EPOLLIN, {.u64 = tag(tag_vm, 0)}};
     if (::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, vm_->qemu.pidfd(), &ev) != 0) {
       return fail_errno("watching QEMU's pidfd");
@@ -342,7 +344,7 @@ class Driver {
     }
     if (vm_) {
       uint64_t now = mono_ns(), next = vm_->watch->next_due_ns();
-      if (vm_stopped_ns_ != 0) next = std::min(next, vm_stopped_ns_ + uint64_t{opt_.vm.hang_timeout_ms} * 1'000'000);
+      if (vcpu_stops_.stopped()) next = std::min(next, vcpu_stops_.due_ns());
       uint64_t due = next > now ? next - now : 0;
       timeout_ms = std::min<int>(timeout_ms, static_cast<int>((due + 999'999) / 1'000'000));
     }
@@ -413,12 +415,15 @@ class Driver {
       (void)nic_->send({&iov, 1}, &refused);
       beat();
     }
-    uint64_t stop_limit = uint64_t{opt_.vm.hang_timeout_ms} * 1'000'000;
-    if (vm_stopped_ns_ != 0 && now - vm_stopped_ns_ >= stop_limit) {
-      report_fault(proto::FaultKind::hang, fmt::format("driver VM: its vCPUs have been stopped for {} ms (QMP STOP)",
-                                                       (now - vm_stopped_ns_) / 1'000'000));
+    if (vcpu_stops_.debugger(inject_ && inject_->armed() == Fault::regflip, now)) vm_->watch->heard(now);
+    // Stopped vCPUs are judged by who stopped them, not by the silence.
+    if (vcpu_stops_.stopped()) {
+      auto why = vcpu_stops_.verdict(now);
+      if (why.empty()) return true;
+      report_fault(proto::FaultKind::hang, why);
       return false;
     }
+    if (vcpu_stops_.debugger_attached(now)) return true;
     auto v = vm_->watch->verdict(now);
     if (!v) return true;
     report_fault(v->exiting ? proto::FaultKind::crash : proto::FaultKind::hang,
@@ -439,10 +444,9 @@ class Driver {
         report_fault(proto::FaultKind::crash, "driver VM: QEMU reports " + n + (n == "GUEST_PANICKED" ? " (the guest kernel panicked)" : ""));
         return false;
       }
-      // A debugger (regflip's gdbstub) stops the vCPUs for a moment too:
-      // only a stop that lasts the hang timeout is a hang (watch_guest).
-      if (n == "STOP" && vm_stopped_ns_ == 0) vm_stopped_ns_ = mono_ns();
-      if (n == "RESUME") vm_stopped_ns_ = 0;
+      // A debugger (regflip's gdbstub) stops the vCPUs too (VcpuStops).
+      if (n == "STOP") vcpu_stops_.on_stop(mono_ns());
+      if (n == "RESUME" && vcpu_stops_.on_resume()) vm_->watch->heard(mono_ns());
     }
     return true;
   }
@@ -804,7 +808,7 @@ class Driver {
   Mac peer_mac_{};
   bool peer_known_ = false;
   std::optional<VmDomain> vm_;
-  uint64_t vm_stopped_ns_ = 0;  // QMP STOP seen, no RESUME since
+  VcpuStops vcpu_stops_{0, 0};  // set in attach_vm
 };
 
 Result<UniqueFd> listen_on(const std::string& path) {

@@ -163,6 +163,22 @@ GuestVerdict judge_guest(uint64_t unanswered_ns, const QemuSample& then, const Q
   return {};
 }
 
+bool VcpuStops::debugger(bool attached, uint64_t now) {
+  held_ = held_ || (attached && since_ns_ != 0);
+  if (attached) {
+    if (attached_ns_ == 0) attached_ns_ = now;
+    return false;
+  }
+  return std::exchange(attached_ns_, 0) != 0;
+}
+
+std::string VcpuStops::verdict(uint64_t now) const {
+  if (since_ns_ == 0 || now - since_ns_ < limit_ns()) return "";
+  uint64_t for_ms = (now - since_ns_) / 1'000'000;
+  if (held_) return fmt::format("driver VM: a debugger has held its vCPUs for {} ms", for_ms);
+  return fmt::format("driver VM: its vCPUs have been stopped for {} ms (QMP STOP)", for_ms);
+}
+
 Result<GuestWatch> GuestWatch::open(pid_t qemu, const vm::VmSpec& spec, const Mac& host_mac,
                                     uint32_t interval_us, uint32_t timeout_ms) {
   auto tid = vcpu_thread(qemu);

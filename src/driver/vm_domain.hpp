@@ -10,6 +10,7 @@
 #include <optional>
 #include <memory>
 #include <string>
+#include <utility>
 
 #include "common/error.hpp"
 #include "driver/nic.hpp"
@@ -93,6 +94,46 @@ class GuestWatch {
   uint64_t next_ns_ = 0;
   uint64_t asked_ns_ = 0;  // the oldest unanswered question; 0: none
   QemuSample at_question_;
+};
+
+// Stopped vCPUs (QMP STOP, no RESUME since), judged by who stopped them,
+// and the debugger that regflip attaches. Its gdbstub holds the guest while
+// it places the fault, and while it is attached the guest runs slowed down
+// (TCG translates around every breakpoint); nothing has been injected until
+// it lets go. The manager says beforehand that it attaches (through the
+// inject control file). So while it is attached, and over a stop it took
+// part in, the guest's silence is not judged; it is a hang only after
+// debug_limit. Any other stop that lasts the hang timeout is a hang.
+class VcpuStops {
+ public:
+  VcpuStops(uint64_t hang_ns, uint64_t debug_limit_ns) : hang_ns_(hang_ns), debug_limit_ns_(debug_limit_ns) {}
+  void on_stop(uint64_t now) {
+    if (since_ns_ == 0) since_ns_ = now;
+  }
+  // True when a debugger held the guest: its silence is to be forgotten.
+  bool on_resume() {
+    since_ns_ = 0;
+    return std::exchange(held_, false);
+  }
+  // Whether the manager's debugger is attached, every pass; true when it
+  // just let go: the guest's silence till now is to be forgotten.
+  bool debugger(bool attached, uint64_t now);
+  // Attached, and not for longer than any regflip takes.
+  bool debugger_attached(uint64_t now) const {
+    return attached_ns_ != 0 && now - attached_ns_ < debug_limit_ns_;
+  }
+  bool stopped() const { return since_ns_ != 0; }
+  // When verdict() may next say something; 0: nothing is pending.
+  uint64_t due_ns() const { return since_ns_ == 0 ? 0 : since_ns_ + limit_ns(); }
+  // Why the stop is a hang, once it is one; "" before.
+  std::string verdict(uint64_t now) const;
+
+ private:
+  uint64_t limit_ns() const { return held_ ? debug_limit_ns_ : hang_ns_; }
+  uint64_t hang_ns_, debug_limit_ns_;
+  uint64_t since_ns_ = 0;
+  uint64_t attached_ns_ = 0;  // since when the debugger is attached; 0: it is not
+  bool held_ = false;         // a debugger was attached at some point of this stop
 };
 
 struct VmDomain {

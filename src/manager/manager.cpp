@@ -695,13 +695,14 @@ nlohmann::json Manager::handle_request(const nlohmann::json& request) {
   std::string cmd = it != request.end() && it->is_string() ? it->get<std::string>() : "";
   if (cmd == "status") return status_json();
   if (cmd == "inject") return inject(request);
+  if (cmd == "profile-guest") return profile_guest();
   if (cmd == "shutdown") {
     spdlog::info("manager: shutdown requested on the control socket");
     stopping_ = true;
     return {{"ok", true}};
   }
   return {{"ok", false},
-          {"error", fmt::format("unknown cmd '{}': expected \"status\", \"inject\" or \"shutdown\"", cmd)}};
+          {"error", fmt::format("unknown cmd '{}': expected \"status\", \"inject\", \"profile-guest\" or \"shutdown\"", cmd)}};
 }
 
 Child* Manager::find_driver(const std::string& name) {
@@ -736,26 +737,97 @@ pid_t qemu_of(pid_t domain) {
 
 }  // namespace
 
+namespace {
+
+std::vector<vm::GuestSymbol> console_symbols(const std::string& console_path) {
+  std::ifstream in(console_path);
+  std::string console((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  return vm::guest_symbols(console);
+}
+
+// The debugger stops the guest and slows it down while it works; the
+// domain is told first, so that it does not take that for a hang
+// (driver::VcpuStops).
+struct DebuggerNotice {
+  inject::ControlFile* control;
+  explicit DebuggerNotice(inject::ControlFile* c) : control(c) {
+    if (control) control->arm(inject::Fault::regflip);
+  }
+  ~DebuggerNotice() {
+    if (control) control->arm(inject::Fault::none);
+  }
+  DebuggerNotice(const DebuggerNotice&) = delete;
+  DebuggerNotice& operator=(const DebuggerNotice&) = delete;
+};
+
+}  // namespace
+
+// Profiled on another driver VM if one runs (the spare: its driver moves
+// the path probes, and the profile's slowdown costs no traffic there), else
+// on the target itself; every boot of the image has the same functions.
+Result<std::vector<std::string>> Manager::guest_running_functions(Child& target,
+                                                                   const std::vector<vm::GuestSymbol>& syms) {
+  if (!guest_running_.empty()) return guest_running_;
+  Child* on = &target;
+  for (auto& d : children_) {
+    bool vm = d.kind == ChildKind::driver && config_.drivers[d.config_index].kind == DriverKind::vm;
+    if (vm && &d != &target && d.pid != 0 && qemu_of(d.pid) != 0) on = &d;
+  }
+  auto on_syms = on == &target ? syms : console_symbols(config_.path("vm-" + on->name + ".console"));
+  if (on_syms.empty()) return std::vector<std::string>();
+  constexpr int kProfileMs = 300;
+  DebuggerNotice notice(on->inject ? &*on->inject : nullptr);
+  auto ran = vm::profile_guest(config_.path("vm-" + on->name + ".gdb"), on_syms, kProfileMs);
+  if (!ran) return fail("profiling {}'s driver: {}", on->domain(), ran.error().message);
+  guest_running_ = *ran;
+  guest_running_from_ = on->domain();
+  std::sort(guest_running_.begin(), guest_running_.end());
+  event("profile", on, {{"running_functions", guest_running_}, {"window_ms", kProfileMs}});
+  return guest_running_;
+}
+
+// {"cmd":"profile-guest"}: the functions regflip chooses from, profiled now
+// if they were not yet, so that a campaign's first run does not carry the
+// profile's slowdown.
+nlohmann::json Manager::profile_guest() {
+  for (auto& c : children_) {
+    bool vm = c.kind == ChildKind::driver && config_.drivers[c.config_index].kind == DriverKind::vm;
+    if (!vm || c.pid == 0 || qemu_of(c.pid) == 0) continue;
+    auto syms = console_symbols(config_.path("vm-" + c.name + ".console"));
+    auto ran = guest_running_functions(c, syms);
+    if (!ran) return {{"ok", false}, {"error", ran.error().message}};
+    return {{"ok", true}, {"running_functions", *ran}, {"profiled_on", guest_running_from_}};
+  }
+  return {{"ok", false}, {"error", fmt::format("no driver VM is running in {}", config_.origin)}};
+}
+
 // regflip into the guest's NIC driver through the gdbstub (vm/guest_regflip.hpp).
 nlohmann::json Manager::regflip_vm(Child& c, pid_t qemu, const nlohmann::json& request) {
   auto seed_or = seed_of(request);
   if (!seed_or) return {{"ok", false}, {"error", seed_or.error().message}};
   uint64_t seed = *seed_or;
-  std::ifstream in(config_.path("vm-" + c.name + ".console"));
-  std::string console((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  auto syms = vm::guest_symbols(console);
+  auto syms = console_symbols(config_.path("vm-" + c.name + ".console"));
   if (syms.empty()) {
     return {{"ok", false}, {"error", c.domain() + "'s guest printed no symbols of its NIC driver (see " +
                                          config_.path("vm-" + c.name + ".console") + ")"}};
   }
-  std::vector<std::string> names;
-  for (const auto& s : syms) names.push_back(s.name);
-  auto plan = vm::plan_guest_regflip(seed, names);
+  auto running = guest_running_functions(c, syms);
+  if (!running) return {{"ok", false}, {"error", running.error().message}};
+  std::vector<std::string> choices = *running;
+  if (choices.empty()) {
+    for (const auto& s : syms) choices.push_back(s.name);
+  }
+  auto plan = vm::plan_guest_regflip(seed, choices);
   constexpr int kBreakpointWaitMs = 5000;
-  auto done = vm::apply_guest_regflip(config_.path("vm-" + c.name + ".gdb"), syms, plan, kBreakpointWaitMs);
+  Result<vm::GuestFlipResult> done = fail("not attempted");
+  {
+    DebuggerNotice notice(c.inject ? &*c.inject : nullptr);
+    done = vm::apply_guest_regflip(config_.path("vm-" + c.name + ".gdb"), syms, plan, kBreakpointWaitMs);
+  }
   if (!done) return {{"ok", false}, {"error", fmt::format("regflip into {}'s driver: {}", c.domain(), done.error().message)}};
   nlohmann::json what = {{"fault", "regflip"}, {"pid", c.pid}, {"qemu_pid", qemu}, {"seed", seed},
-                         {"function", plan.function}, {"steps", plan.steps},
+                         {"function", plan.function}, {"steps", plan.steps}, {"running_functions", running->size()},
+                         {"profiled_on", guest_running_from_},
                          {"register", std::string(inject::regflip_registers()[static_cast<size_t>(plan.reg)])},
                          {"bit", plan.bit}, {"reached", done->reached}};
   if (done->reached) {

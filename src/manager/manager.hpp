@@ -29,6 +29,7 @@
 #include "manager/metrics.hpp"
 #include "manager/salvage.hpp"
 #include "vm/accel.hpp"
+#include "vm/guest_regflip.hpp"
 
 namespace ng::manager {
 
@@ -115,6 +116,8 @@ class Manager {
   nlohmann::json regflip(Child& c, const nlohmann::json& request);
   nlohmann::json inject_vm(Child& c, inject::Fault fault, const nlohmann::json& request);
   nlohmann::json regflip_vm(Child& c, pid_t qemu, const nlohmann::json& request);
+  nlohmann::json profile_guest();
+  Result<std::vector<std::string>> guest_running_functions(Child& target, const std::vector<vm::GuestSymbol>& syms);
   Child* find_driver(const std::string& name);
   int next_timeout_ms() const;
   Status watch_fd(int fd, uint64_t key);
@@ -147,6 +150,10 @@ class Manager {
   std::optional<MetricsServer> metrics_;
   std::vector<Child> children_;  // drivers first, in config order, then fronts
   std::map<std::string, vm::AccelChoice> accel_;  // by "accel image_dir"
+  // The driver VMs' NIC driver functions that a profile saw run, for regflip
+  // to choose from: taken once, so that a seed names the same fault all along.
+  std::vector<std::string> guest_running_;
+  std::string guest_running_from_;  // the domain it was taken on
   Owned owned_;  // everything still to undo, inherited ones included
   Owned fresh_;  // what this run did: undone alone when start() fails
   sigset_t child_mask_{};  // the signal mask children get back

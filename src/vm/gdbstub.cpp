@@ -94,6 +94,23 @@ Result<std::string> GdbStub::request(const std::string& payload, int timeout_ms)
   return r;
 }
 
+Result<std::vector<std::string>> GdbStub::requests(const std::vector<std::string>& payloads, int timeout_ms) {
+  std::string frames;
+  for (const auto& p : payloads) frames += gdb_frame(p);
+  if (::send(fd_.get(), frames.data(), frames.size(), MSG_NOSIGNAL) != static_cast<ssize_t>(frames.size())) {
+    return fail_errno("writing to the gdbstub");
+  }
+  std::vector<std::string> replies;
+  while (replies.size() < payloads.size()) {
+    auto r = receive(timeout_ms);
+    if (!r) return tl::unexpected(r.error());
+    if (r->empty()) return fail("the gdbstub answered {} of {} packets in {} ms", replies.size(), payloads.size(), timeout_ms);
+    if ((*r)[0] == 'T' || (*r)[0] == 'S') continue;  // the stop of a connect, as in request()
+    replies.push_back(std::move(*r));
+  }
+  return replies;
+}
+
 Status GdbStub::resume(const std::string& payload) { return send(payload); }
 
 Result<std::string> GdbStub::wait_stop(int timeout_ms) { return receive(timeout_ms); }

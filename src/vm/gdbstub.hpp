@@ -16,6 +16,10 @@ class GdbStub {
   static Result<GdbStub> connect(const std::string& socket);
   // Sends one packet and returns the reply's payload.
   Result<std::string> request(const std::string& payload, int timeout_ms = 2000);
+  // Sends the packets in one write and returns their replies in order: a
+  // stopped guest waits for each round trip, so many breakpoints are set
+  // or cleared at once.
+  Result<std::vector<std::string>> requests(const std::vector<std::string>& payloads, int timeout_ms = 2000);
   // Sends a packet that resumes the guest (c, s); the reply comes at the next stop.
   Status resume(const std::string& payload);
   // Waits for a stop reply ("T05..."); an empty string on timeout.

@@ -61,26 +61,96 @@ struct Detach {
   ~Detach() { (void)g.request("D", 1000); }
 };
 
+std::string breakpoint(char op, char type, uint64_t address) { return fmt::format("{}{},{:x},1", op, type, address); }
+
+Status expect_ok(const std::vector<std::string>& replies, const char* what) {
+  for (const auto& r : replies) {
+    if (r != "OK") return fail("the gdbstub refused to {} a breakpoint: '{}'", what, r.substr(0, 8));
+  }
+  return {};
+}
+
+// The functions whose entry the guest reached within window_ms, each
+// breakpoint cleared at its first hit so that a hot function costs one stop.
+// Leaves the guest stopped with no breakpoint set.
+Result<std::vector<std::string>> running_functions(GdbStub& g, const std::vector<GuestSymbol>& symbols, int window_ms) {
+  std::vector<std::string> set;
+  for (const auto& s : symbols) set.push_back(breakpoint('Z', '0', s.address));
+  auto r = g.requests(set);
+  if (!r) return tl::unexpected(r.error());
+  if (auto s = expect_ok(*r, "set"); !s) return tl::unexpected(s.error());
+  std::vector<bool> armed(symbols.size(), true);
+  std::vector<std::string> ran;
+  const uint64_t end = mono_ns() + uint64_t(window_ms) * 1'000'000;
+  for (uint64_t now = mono_ns(); now < end; now = mono_ns()) {
+    if (auto s = g.resume("c"); !s) return tl::unexpected(s.error());
+    auto stop = g.wait_stop(static_cast<int>((end - now) / 1'000'000) + 1);
+    if (!stop) return tl::unexpected(stop.error());
+    if (stop->empty()) {
+      if (auto i = g.interrupt(); !i) return tl::unexpected(i.error());
+      break;
+    }
+    auto rip = rip_now(g);
+    if (!rip) return tl::unexpected(rip.error());
+    for (size_t i = 0; i < symbols.size(); ++i) {
+      if (symbols[i].address != *rip || !armed[i]) continue;
+      armed[i] = false;
+      ran.push_back(symbols[i].name);
+      auto cleared = g.request(breakpoint('z', '0', symbols[i].address));
+      if (!cleared) return tl::unexpected(cleared.error());
+    }
+  }
+  std::vector<std::string> clear;
+  for (size_t i = 0; i < symbols.size(); ++i) {
+    if (armed[i]) clear.push_back(breakpoint('z', '0', symbols[i].address));
+  }
+  if (clear.empty()) return ran;
+  auto c = g.requests(clear);
+  if (!c) return tl::unexpected(c.error());
+  if (auto s = expect_ok(*c, "clear"); !s) return tl::unexpected(s.error());
+  return ran;
+}
+
+// From the function's entry, plan.steps single steps, staying inside the
+// module: a step that left it (a call out) ends them.
+void step_on(GdbStub& g, uint32_t steps, uint64_t lo, uint64_t hi) {
+  for (uint32_t i = 0; i < steps; ++i) {
+    auto rip = rip_now(g);
+    if (!rip || *rip < lo || *rip > hi + 0x10000) return;
+    if (auto s = g.resume("s"); !s) return;
+    auto st = g.wait_stop(1000);
+    if (!st || st->empty()) return;
+  }
+}
+
 }  // namespace
+
+Result<std::vector<std::string>> profile_guest(const std::string& gdb_socket, const std::vector<GuestSymbol>& symbols,
+                                               int window_ms) {
+  auto g = GdbStub::connect(gdb_socket);
+  if (!g) return tl::unexpected(g.error());
+  Detach detach{*g};
+  return running_functions(*g, symbols, window_ms);
+}
 
 Result<GuestFlipResult> apply_guest_regflip(const std::string& gdb_socket, const std::vector<GuestSymbol>& symbols,
                                             const GuestFlipPlan& plan, int wait_ms) {
   auto sym = std::find_if(symbols.begin(), symbols.end(), [&](const GuestSymbol& s) { return s.name == plan.function; });
   if (sym == symbols.end()) return fail("the driver has no function '{}' in this boot's symbols", plan.function);
+  auto g = GdbStub::connect(gdb_socket);
+  if (!g) return tl::unexpected(g.error());
+  Detach detach{*g};
+  GuestFlipResult out;
+  out.plan = plan;
   uint64_t lo = symbols.front().address, hi = lo;
   for (const auto& s : symbols) {
     lo = std::min(lo, s.address);
     hi = std::max(hi, s.address);
   }
-  auto g = GdbStub::connect(gdb_socket);
-  if (!g) return tl::unexpected(g.error());
-  Detach detach{*g};
-  std::string bp = fmt::format("1,{:x},1", sym->address);
+  std::string bp = breakpoint('Z', '1', sym->address).substr(1);
   auto set = g->request("Z" + bp);
   if (!set) return tl::unexpected(set.error());
   if (*set != "OK") return fail("the gdbstub refused the breakpoint at {:#x}: '{}'", sym->address, *set);
-  GuestFlipResult out;
-  out.plan = plan;
   if (auto s = g->resume("c"); !s) return tl::unexpected(s.error());
   auto stop = g->wait_stop(wait_ms);
   if (!stop) return tl::unexpected(stop.error());
@@ -91,14 +161,7 @@ Result<GuestFlipResult> apply_guest_regflip(const std::string& gdb_socket, const
   }
   (void)g->request("z" + bp);
   out.reached = true;
-  // Steps stay inside the module: a step that left it (a call out) ends them.
-  for (uint32_t i = 0; i < plan.steps; ++i) {
-    auto rip = rip_now(*g);
-    if (!rip || *rip < lo || *rip > hi + 0x10000) break;
-    if (auto s = g->resume("s"); !s) return tl::unexpected(s.error());
-    auto st = g->wait_stop(1000);
-    if (!st || st->empty()) break;
-  }
+  step_on(*g, plan.steps, lo, hi);
   std::string raw;
   auto regs = g->registers(&raw);
   if (!regs) return tl::unexpected(regs.error());

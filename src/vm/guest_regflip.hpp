@@ -5,6 +5,14 @@
 // every boot: KASLR moves them), a few single steps on from there so the
 // fault lands on any instruction, not only on an entry, then one bit of
 // one general-purpose register (or rip) flipped, and the guest resumed.
+// The function is one that runs: most of a NIC driver's code (probe,
+// ethtool, power management, other chips' variants) never does under
+// traffic, and a fault there would never be activated. A short profile, a
+// software breakpoint on every function's entry, finds the ones that do;
+// the seed chooses among those, sorted by name. The profile slows a TCG
+// guest down for a while (every breakpoint set or cleared retranslates all
+// its code), so it is taken on a guest that carries no traffic: the warm
+// spare, whose driver moves the path probes.
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -33,6 +41,11 @@ inline constexpr uint32_t kMaxSteps = 16;
 
 // Pure: the same seed and the same function names give the same plan.
 GuestFlipPlan plan_guest_regflip(uint64_t seed, std::vector<std::string> functions);
+
+// The names of the functions whose entry the guest reached within
+// window_ms, through the gdbstub socket. Detaches on every path.
+Result<std::vector<std::string>> profile_guest(const std::string& gdb_socket, const std::vector<GuestSymbol>& symbols,
+                                               int window_ms);
 
 struct GuestFlipResult {
   GuestFlipPlan plan;

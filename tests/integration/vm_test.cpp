@@ -124,6 +124,9 @@ TEST_F(VmTest, RegflipIntoTheGuestDriverIsReproducibleFromItsSeed) {
     choices.push_back({{"function", j.value("function", "")}, {"steps", j.value("steps", -1)},
                        {"register", j.value("register", "")}, {"bit", j.value("bit", -1)}});
     EXPECT_FALSE(choices.back()["function"].get<std::string>().empty()) << r.out;
+    // Chosen among the functions a profile saw run, so the ping reaches it.
+    EXPECT_GT(j.value("running_functions", 0), 0) << r.out;
+    EXPECT_TRUE(j.value("reached", false)) << r.out;
   }
   EXPECT_EQ(choices[0], choices[1]);
   EXPECT_TRUE(wait_until([] { return has_spare(*lab_) && !active_driver(*lab_).empty(); }, kRejoinLimit))

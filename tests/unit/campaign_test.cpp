@@ -138,6 +138,33 @@ TEST(CampaignOptionsCheck, BadInputIsNamed) {
   EXPECT_FALSE(check_options(o));
 }
 
+TEST(CampaignOptionsCheck, DomainKindAndWindowAreChecked) {
+  CampaignOptions o;
+  o.domain = "container";
+  auto s = check_options(o);
+  ASSERT_FALSE(s);
+  EXPECT_NE(s.error().message.find("'container'"), std::string::npos) << s.error().message;
+  EXPECT_NE(s.error().message.find("process or vm"), std::string::npos) << s.error().message;
+  o.domain = "vm";
+  EXPECT_TRUE(check_options(o));
+  o.window_ms = 99;
+  EXPECT_FALSE(check_options(o));
+  o.window_ms = 60001;
+  EXPECT_FALSE(check_options(o));
+}
+
+// A restart of a driver VM is a reboot: its window must hold it.
+TEST(CampaignWindow, SuitsTheDomainAndPolicyUnlessGiven) {
+  CampaignOptions o;
+  EXPECT_EQ(window_ms_for(o, "warm-spare"), 400u);
+  EXPECT_EQ(window_ms_for(o, "restart"), 400u);
+  o.domain = "vm";
+  EXPECT_EQ(window_ms_for(o, "warm-spare"), 1000u);
+  EXPECT_EQ(window_ms_for(o, "restart"), 20000u);
+  o.window_ms = 700;
+  EXPECT_EQ(window_ms_for(o, "restart"), 700u);
+}
+
 TEST(CampaignOptionsCheck, AppsOutOfRangeIsRefusedWithTheRange) {
   CampaignOptions o;
   for (int apps : {0, -1, 65}) {

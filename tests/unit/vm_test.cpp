@@ -118,6 +118,39 @@ TEST(Vm, ASlowGuestIsNotAHungOne) {
   EXPECT_TRUE(e.exiting);
 }
 
+TEST(Vm, AStopADebuggerHeldIsNoHang) {
+  constexpr uint64_t kMs = 1'000'000;
+  ng::driver::VcpuStops s(20 * kMs, 2000 * kMs);
+  EXPECT_FALSE(s.stopped());
+  EXPECT_EQ(s.verdict(1000 * kMs), "");
+  // Stopped from outside, no debugger: a hang once it lasts the timeout.
+  s.on_stop(100 * kMs);
+  EXPECT_EQ(s.due_ns(), 120 * kMs);
+  EXPECT_EQ(s.verdict(119 * kMs), "");
+  EXPECT_THAT(s.verdict(125 * kMs), HasSubstr("stopped for 25 ms"));
+  EXPECT_FALSE(s.on_resume());
+  // A debugger attached during the stop: judged only after the debug limit,
+  // even once it is gone (it detaches before QEMU's RESUME arrives).
+  EXPECT_FALSE(s.debugger(true, 150 * kMs));
+  EXPECT_TRUE(s.debugger_attached(150 * kMs));
+  s.on_stop(200 * kMs);
+  EXPECT_FALSE(s.debugger(true, 210 * kMs));
+  EXPECT_TRUE(s.debugger(false, 220 * kMs));  // let go: forget the silence
+  EXPECT_FALSE(s.debugger_attached(220 * kMs));
+  EXPECT_EQ(s.verdict(500 * kMs), "");
+  EXPECT_THAT(s.verdict(2300 * kMs), HasSubstr("a debugger has held"));
+  // One that stays attached for longer than any regflip is not believed.
+  EXPECT_FALSE(s.debugger(true, 2400 * kMs));
+  EXPECT_TRUE(s.debugger_attached(4000 * kMs));
+  EXPECT_FALSE(s.debugger_attached(4500 * kMs));
+  s.debugger(false, 4500 * kMs);
+  EXPECT_TRUE(s.on_resume());
+  // The next stop starts afresh.
+  s.on_stop(3000 * kMs);
+  EXPECT_THAT(s.verdict(3030 * kMs), HasSubstr("QMP STOP"));
+  EXPECT_FALSE(s.on_resume());
+}
+
 TEST(Vm, GuestSymbolsAreTakenFromTheLastBoot) {
   std::string console =
       "ng-guest: init\nng-guest: sym ffffffffc0001000 old_boot\n"
