@@ -438,9 +438,13 @@ void Manager::build_children() {
 
 // The accelerator is chosen once per image and kept for the host's boot
 // (vm/accel.hpp): checking KVM costs a guest boot.
+std::string vm_image_dir(const DriverConfig& d) { return d.vm.image_dir.empty() ? vm::default_image_dir() : d.vm.image_dir; }
+
+std::string accel_key(const DriverConfig& d) { return d.vm.accel + " " + vm_image_dir(d); }
+
 void Manager::add_vm_args(const DriverConfig& d, std::vector<std::string>& args) {
-  std::string image = d.vm.image_dir.empty() ? vm::default_image_dir() : d.vm.image_dir;
-  auto key = d.vm.accel + " " + image;
+  std::string image = vm_image_dir(d);
+  auto key = accel_key(d);
   auto it = accel_.find(key);
   if (it == accel_.end()) {
     auto choice = vm::choose_accel(d.vm.accel, image, "/run/nicguard/accel-check");

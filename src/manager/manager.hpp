@@ -68,6 +68,10 @@ struct Owned {
   std::set<std::string> moved_nics;  // driver names whose NIC came from the root namespace
 };
 
+// A driver VM's guest image directory, and the key of its accelerator choice.
+std::string vm_image_dir(const DriverConfig& d);
+std::string accel_key(const DriverConfig& d);
+
 class Manager {
  public:
   // Takes the state directory, prepares namespaces and NICs, adopts or spawns

@@ -124,6 +124,14 @@ json Manager::driver_status(size_t i) {
             {"adopted", c.adopted},    {"frontends", json::array()},
             {"counters", json::object()}, {"connections", json::array()}};
   if (c.pid != 0) j["uptime_ms"] = (mono_ns() - c.started_mono_ns) / 1'000'000;
+  j["kind"] = driver_kind_name(d.kind);
+  if (d.kind == DriverKind::vm) {
+    auto accel = accel_.find(accel_key(d));
+    j["vm"] = {{"accel", accel == accel_.end() ? "not chosen yet" : vm::accel_name(accel->second.accel)},
+               {"nic_model", d.vm.nic_model},
+               {"memory_mb", d.vm.memory_mb},
+               {"image_dir", vm_image_dir(d)}};
+  }
   std::string error;
   auto& s = mapped(c.driver_stats, config_.path("driver-" + d.name + ".stats"), stats::kDriverMagic,
                    c, error);
@@ -246,7 +254,7 @@ std::vector<std::string> row(V&&... parts) {
 
 std::string driver_tables(const json& drivers) {
   std::vector<std::vector<std::string>> domains{
-      {"DRIVER", "PID", "ROLE", "STATE", "NIC", "NETNS", "RESTARTS", "FRONTENDS"}};
+      {"DRIVER", "KIND", "PID", "ROLE", "STATE", "NIC", "NETNS", "RESTARTS", "FRONTENDS"}};
   std::vector<std::vector<std::string>> nic{{"DRIVER", "NIC RX FRAMES", "RX BYTES", "TX FRAMES",
                                              "TX BYTES", "TX ERRORS", "RX UNCLAIMED"}};
   std::vector<std::vector<std::string>> conns{{"DRIVER/APP", "ROLE", "RX FRAMES", "RX BYTES",
@@ -254,7 +262,9 @@ std::string driver_tables(const json& drivers) {
   std::string notes;
   for (const auto& d : drivers) {
     std::string name = at(d, "name");
-    domains.push_back(row(name, at(d, "pid"), at(d, "role"), at(d, "state"), at(d, "nic"),
+    std::string kind = at(d, "kind");
+    if (d.contains("vm") && d["vm"].is_object()) kind += " " + at(d["vm"], "accel");  // "vm tcg"
+    domains.push_back(row(name, kind, at(d, "pid"), at(d, "role"), at(d, "state"), at(d, "nic"),
                           at(d, "netns"), at(d, "restarts"), at(d, "frontends")));
     nic.push_back(row(name, counters(d, {"nic_rx_frames", "nic_rx_bytes", "nic_tx_frames",
                                          "nic_tx_bytes", "nic_tx_errors", "rx_unclaimed"})));
