@@ -120,7 +120,7 @@ class Driver {
       unsigned work = poll_nic(f) +
                       (f == Fault::stall_tx ? 0 : poll_tx(f == Fault::drop));
       probe_path(f, probe_frames_ != 0);
-      if (vm_ && !watch_guest()) return 1;
+      if (vm_ && !watch_guest(f)) return 1;
       // A probe is no traffic: busy-polling after one would cost an idle
       // domain 5% of a core at a probe every millisecond.
       unsigned probes = std::exchange(probe_frames_, 0u);
@@ -405,7 +405,9 @@ class Driver {
 
   // Asks the guest when due; false once it is judged hung, after telling
   // every frontend why (they fail over and fence this domain).
-  bool watch_guest() {
+  // `armed`: the inject control file's word this pass (regflip: the
+  // manager's debugger is attached).
+  bool watch_guest(Fault armed) {
     uint64_t now = mono_ns();
     size_t len = 0;
     if (const std::byte* q = vm_->watch->question(now, &len)) {
@@ -415,7 +417,7 @@ class Driver {
       (void)nic_->send({&iov, 1}, &refused);
       beat();
     }
-    if (vcpu_stops_.debugger(inject_ && inject_->armed() == Fault::regflip, now)) vm_->watch->heard(now);
+    if (vcpu_stops_.debugger(armed == Fault::regflip, now)) vm_->watch->heard(now);
     // Stopped vCPUs are judged by who stopped them, not by the silence.
     if (vcpu_stops_.stopped()) {
       auto why = vcpu_stops_.verdict(now);

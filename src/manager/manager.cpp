@@ -436,12 +436,12 @@ void Manager::build_children() {
   }
 }
 
-// The accelerator is chosen once per image and kept for the host's boot
-// (vm/accel.hpp): checking KVM costs a guest boot.
 std::string vm_image_dir(const DriverConfig& d) { return d.vm.image_dir.empty() ? vm::default_image_dir() : d.vm.image_dir; }
 
 std::string accel_key(const DriverConfig& d) { return d.vm.accel + " " + vm_image_dir(d); }
 
+// The accelerator is chosen once per image and kept for the host's boot
+// (vm/accel.hpp): checking KVM costs a guest boot.
 void Manager::add_vm_args(const DriverConfig& d, std::vector<std::string>& args) {
   std::string image = vm_image_dir(d);
   auto key = accel_key(d);
@@ -766,6 +766,12 @@ struct DebuggerNotice {
 
 }  // namespace
 
+bool Manager::is_vm(const Child& c) const {
+  return c.kind == ChildKind::driver && config_.drivers[c.config_index].kind == DriverKind::vm;
+}
+
+bool Manager::running_vm(const Child& c) const { return is_vm(c) && c.pid != 0 && qemu_of(c.pid) != 0; }
+
 // Profiled on another driver VM if one runs (the spare: its driver moves
 // the path probes, and the profile's slowdown costs no traffic there), else
 // on the target itself; every boot of the image has the same functions.
@@ -774,8 +780,7 @@ Result<std::vector<std::string>> Manager::guest_running_functions(Child& target,
   if (!guest_running_.empty()) return guest_running_;
   Child* on = &target;
   for (auto& d : children_) {
-    bool vm = d.kind == ChildKind::driver && config_.drivers[d.config_index].kind == DriverKind::vm;
-    if (vm && &d != &target && d.pid != 0 && qemu_of(d.pid) != 0) on = &d;
+    if (&d != &target && running_vm(d)) on = &d;
   }
   auto on_syms = on == &target ? syms : console_symbols(config_.path("vm-" + on->name + ".console"));
   if (on_syms.empty()) return std::vector<std::string>();
@@ -795,8 +800,7 @@ Result<std::vector<std::string>> Manager::guest_running_functions(Child& target,
 // profile's slowdown.
 nlohmann::json Manager::profile_guest() {
   for (auto& c : children_) {
-    bool vm = c.kind == ChildKind::driver && config_.drivers[c.config_index].kind == DriverKind::vm;
-    if (!vm || c.pid == 0 || qemu_of(c.pid) == 0) continue;
+    if (!running_vm(c)) continue;
     auto syms = console_symbols(config_.path("vm-" + c.name + ".console"));
     auto ran = guest_running_functions(c, syms);
     if (!ran) return {{"ok", false}, {"error", ran.error().message}};
@@ -901,7 +905,7 @@ nlohmann::json Manager::inject(const nlohmann::json& request) {
                                                  inject::fault_list())}};
   }
   if (c->pid == 0 || !c->pidfd) return {{"ok", false}, {"error", c->domain() + " is not running"}};
-  if (config_.drivers[c->config_index].kind == DriverKind::vm) {
+  if (is_vm(*c)) {
     if (auto r = inject_vm(*c, *fault, request); !r.is_null()) return r;
   }
   if (*fault == inject::Fault::regflip) return regflip(*c, request);

@@ -121,6 +121,8 @@ class Manager {
   nlohmann::json inject_vm(Child& c, inject::Fault fault, const nlohmann::json& request);
   nlohmann::json regflip_vm(Child& c, pid_t qemu, const nlohmann::json& request);
   nlohmann::json profile_guest();
+  bool is_vm(const Child& c) const;
+  bool running_vm(const Child& c) const;  // and its QEMU runs
   Result<std::vector<std::string>> guest_running_functions(Child& target, const std::vector<vm::GuestSymbol>& syms);
   Child* find_driver(const std::string& name);
   int next_timeout_ms() const;

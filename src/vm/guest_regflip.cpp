@@ -147,8 +147,8 @@ Result<GuestFlipResult> apply_guest_regflip(const std::string& gdb_socket, const
     lo = std::min(lo, s.address);
     hi = std::max(hi, s.address);
   }
-  std::string bp = breakpoint('Z', '1', sym->address).substr(1);
-  auto set = g->request("Z" + bp);
+  const std::string set_bp = breakpoint('Z', '1', sym->address), clear_bp = breakpoint('z', '1', sym->address);
+  auto set = g->request(set_bp);
   if (!set) return tl::unexpected(set.error());
   if (*set != "OK") return fail("the gdbstub refused the breakpoint at {:#x}: '{}'", sym->address, *set);
   if (auto s = g->resume("c"); !s) return tl::unexpected(s.error());
@@ -156,10 +156,10 @@ Result<GuestFlipResult> apply_guest_regflip(const std::string& gdb_socket, const
   if (!stop) return tl::unexpected(stop.error());
   if (stop->empty()) {
     if (auto i = g->interrupt(); !i) return tl::unexpected(i.error());
-    (void)g->request("z" + bp);
+    (void)g->request(clear_bp);
     return out;  // not reached: nothing flipped
   }
-  (void)g->request("z" + bp);
+  (void)g->request(clear_bp);
   out.reached = true;
   step_on(*g, plan.steps, lo, hi);
   std::string raw;
