@@ -97,7 +97,7 @@ cmd_build() {
   cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo
   make -C "$BUILD" -j"$(nproc)"
   say "building the driver VM guest image into $BUILD/guest"
-  "$ROOT/src/vm/guest/build-image.sh" "$BUILD/guest"
+  "$ROOT/src/vm/guest/build-image.sh" "$BUILD/guest" "$BUILD/ng-carrier"
 }
 
 # True when this build's nicguard has the subcommand path given ("lab up").

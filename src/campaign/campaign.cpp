@@ -74,6 +74,9 @@ Status check_options(const CampaignOptions& o) {
   if (o.domain != "process" && o.domain != "vm") {
     return fail("unknown driver domain kind '{}': expected process or vm", o.domain);
   }
+  if (!o.nic_model.empty() && o.domain != "vm") {
+    return fail("--nic-model {} needs --domain vm: only driver VMs emulate a NIC", o.nic_model);
+  }
   if (o.window_ms != 0 && (o.window_ms < 100 || o.window_ms > 60000)) {
     return fail("--window-ms {} is out of range: give 100 to 60000 (or leave it out: it then suits the "
                 "domain and policy)",
@@ -326,6 +329,7 @@ class Session {
     lab::LabOptions lo;
     lo.policy = policy_;
     lo.domain = o_.domain;
+    lo.nic_model = o_.nic_model;
     lo.apps = o_.apps;
     lo.binary = o_.binary;
     lo.realtime_priority = o_.realtime_priority;

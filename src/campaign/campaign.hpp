@@ -25,6 +25,7 @@ struct CampaignOptions {
   uint32_t pps = 10000;   // the UDP probe stream
   double tcp_mbytes_per_s = 8;  // the TCP stream alongside; 0: none
   std::string domain = "process";  // the labs' driver domains: "process" or "vm" (driver VMs)
+  std::string nic_model;           // the driver VMs' NIC; empty: the config's default (e1000e)
   uint32_t window_ms = 0;       // effects of an injection are looked for this long; 0: window_ms_for()
   int realtime_priority = -1;   // the labs' data path; -1: the config's default
   int apps = 1;                 // app domains per lab, 1..64

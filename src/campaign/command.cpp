@@ -106,6 +106,7 @@ std::string command_line(const CampaignArgs& a) {
       "nicguard campaign --domain {} --policy {} --kind {} --runs {} --seed {} --pps {} --tcp-rate {} --apps {}",
       o.domain, join(o.policies), join(o.kinds), o.runs, o.seed, o.pps, o.tcp_mbytes_per_s, o.apps);
   // Options whose default cannot be written out: present only when given.
+  if (!o.nic_model.empty()) line += " --nic-model " + o.nic_model;
   if (o.window_ms != 0) line += fmt::format(" --window-ms {}", o.window_ms);
   if (!o.load.empty()) line += " --load " + join(o.load);
   if (o.http) line += " --http";
@@ -181,6 +182,9 @@ void ng::cli::add_campaign_command(CLI::App& app, int& exit_code) {
                   "Driver domains of the labs: process (AF_PACKET in a sandboxed process) or vm (driver VMs "
                   "running the NIC's own kernel driver)")
       ->capture_default_str();
+  cmd->add_option("--nic-model", a->options.nic_model,
+                  "With --domain vm: the NIC the guests drive, e1000e (the default), e1000 or virtio-net-pci")
+      ->check(CLI::IsMember({"e1000e", "e1000", "virtio-net-pci"}));
   cmd->add_option("--apps", a->options.apps,
                   "App domains in each lab, 1 to 64; the probe and TCP streams run on app1, a low-rate UDP "
                   "stream on every other, and every app's interruption is reported")

@@ -14,7 +14,7 @@ namespace ng::stats {
 
 inline constexpr uint32_t kDriverMagic = 0x5344474e;  // "NGDS"
 inline constexpr uint32_t kFrontMagic = 0x5346474e;   // "NGFS"
-inline constexpr uint32_t kVersion = 4;
+inline constexpr uint32_t kVersion = 5;
 inline constexpr int kMaxConnections = 64;
 inline constexpr int kMaxBackends = 2;
 inline constexpr int kNameLen = 64;
@@ -56,6 +56,7 @@ struct DriverStats {
   Counter nic_fd;  // the packet socket's descriptor number + 1 (0: not open), for the salvage
   Counter path_probes_sent;  // to the pair's other domain (driver/path_probe.hpp)
   Counter path_probes_seen;  // from it
+  Counter guest_reports_refused;  // a driver VM's reports with the wrong token (vm/guest_report.hpp)
   DriverConnection conns[kMaxConnections];
 };
 
@@ -94,6 +95,7 @@ struct FrontStats {
   Counter detected_hang;       // heartbeat stopped
   Counter detected_stall;      // heartbeat alive, TX ring not drained
   Counter detected_violation;  // malformed descriptor or index
+  Counter detected_carrier;    // the domain reported its NIC's carrier lost (a driver VM's guest)
   Counter fences;              // SIGKILLs this frontend sent a suspected domain
   Counter last_detect_us;      // how long the last failure went unnoticed (when measurable)
   Counter last_switch_us;      // detection to the new active domain's first kick

@@ -33,6 +33,7 @@
 #include "ring/idle.hpp"
 #include "ring/ring.hpp"
 #include "sandbox/sandbox.hpp"
+#include "vm/guest_report.hpp"
 #include "vm/vm.hpp"
 
 namespace ng::driver {
@@ -308,6 +309,20 @@ class Driver {
     return true;
   }
 
+  // The guest's word that its NIC lost the carrier (vm/guest_report.hpp);
+  // watch_guest acts on it in the same pass.
+  bool take_guest_report(const std::byte* eth, uint32_t len) {
+    if (!vm::is_guest_report(eth, len)) return false;
+    ++probe_frames_;
+    auto r = vm::parse_guest_report(eth, len, vm_->spec.report_token);
+    if (!r) {
+      stats::add(stats_->guest_reports_refused, 1);
+      return true;
+    }
+    if (!r->carrier && !guest_carrier_lost_) guest_carrier_lost_ = mono_ns();
+    return true;
+  }
+
   void publish(uint64_t hb) {
     heartbeat_ = hb;
     stats_->heartbeat.store(hb, std::memory_order_relaxed);
@@ -409,6 +424,11 @@ class Driver {
   // manager's debugger is attached).
   bool watch_guest(Fault armed) {
     uint64_t now = mono_ns();
+    if (guest_carrier_lost_ != 0) {
+      report_fault(proto::FaultKind::carrier,
+                   fmt::format("driver VM: the guest's NIC ({}) lost its carrier", vm_->spec.nic_model));
+      return false;
+    }
     size_t len = 0;
     if (const std::byte* q = vm_->watch->question(now, &len)) {
       iovec iov{const_cast<std::byte*>(q), len};
@@ -661,6 +681,7 @@ class Driver {
       if (i % kItemsPerBeat == kItemsPerBeat - 1) beat();
       if (lens[i] < kMinFrame) continue;
       const auto* frame = static_cast<const std::byte*>(rx_iov_[i].iov_base);
+      if (vm_ && take_guest_report(frame + kVnetHdrLen, lens[i] - kVnetHdrLen)) continue;
       if (opt_.path_probe_us != 0 && take_probe(frame + kVnetHdrLen, lens[i] - kVnetHdrLen)) continue;
       if (vm_ && vm_->watch->is_answer(frame + kVnetHdrLen, lens[i] - kVnetHdrLen)) {
         ++probe_frames_;  // no traffic either
@@ -810,6 +831,7 @@ class Driver {
   Mac peer_mac_{};
   bool peer_known_ = false;
   std::optional<VmDomain> vm_;
+  uint64_t guest_carrier_lost_ = 0;  // when the guest said so; 0: it did not
   VcpuStops vcpu_stops_{0, 0};  // set in attach_vm
 };
 

@@ -48,7 +48,7 @@ struct QemuSample {
 
 // The verdict on a guest that has not answered for `unanswered_ns`, from
 // QEMU's threads when the question went out and now. A slow guest is not a
-// hung one: it is hung when its vCPU ran for half the timeout and still did
+// hung one: it is hung when its vCPU ran for twice the timeout and still did
 // not answer (a spinning or wedged kernel), or when QEMU sat idle with the
 // question waiting (vCPUs stopped, the process frozen). A QEMU that waits
 // for the CPU is waited for, up to `starve_limit_ns`.

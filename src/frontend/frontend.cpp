@@ -70,12 +70,13 @@ constexpr uint64_t kMaxReconnectDelayNs = 1'000'000'000;
 // Salvage datagrams read per wake-up; the loop comes back for more.
 constexpr unsigned kSalvageDatagrams = 8;
 
-enum class Detector { crash, hang, stall, violation };
+enum class Detector { crash, hang, stall, carrier, violation };
 const char* detector_name(Detector d) {
   switch (d) {
     case Detector::crash: return "crash";
     case Detector::hang: return "hang";
     case Detector::stall: return "stall";
+    case Detector::carrier: return "carrier";
     case Detector::violation: return "protocol-violation";
   }
   return "?";
@@ -84,6 +85,7 @@ const char* detector_name(Detector d) {
 Detector detector_of(proto::FaultKind k) {
   if (k == proto::FaultKind::crash) return Detector::crash;
   if (k == proto::FaultKind::stall) return Detector::stall;
+  if (k == proto::FaultKind::carrier) return Detector::carrier;
   return Detector::hang;
 }
 
@@ -922,6 +924,7 @@ class Frontend {
     stats::Counter& c = d == Detector::crash  ? stats_->detected_crash
                  : d == Detector::hang ? stats_->detected_hang
                  : d == Detector::stall ? stats_->detected_stall
+                 : d == Detector::carrier ? stats_->detected_carrier
                                         : stats_->detected_violation;
     stats::add(c, 1);
     if (silent_ns != 0) stats_->last_detect_us.store(silent_ns / 1000, std::memory_order_relaxed);

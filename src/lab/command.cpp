@@ -116,6 +116,9 @@ void add_up(CLI::App& lab, int& exit_code) {
                  "Driver domains: process (AF_PACKET in a sandboxed process) or vm (driver VMs running the NIC's own kernel driver)")
       ->check(CLI::IsMember({"process", "vm"}))
       ->capture_default_str();
+  up->add_option("--nic-model", args->options.nic_model,
+                 "The NIC the driver VMs' guests drive: e1000e (the config's default), e1000 or virtio-net-pci")
+      ->check(CLI::IsMember({"e1000e", "e1000", "virtio-net-pci"}));
   up->add_option("--policy", args->options.policy, "Driver domain policy")
       ->check(CLI::IsMember({"warm-spare", "restart"}))
       ->capture_default_str();

@@ -30,6 +30,7 @@
 #include "common/clock.hpp"
 #include "common/fd.hpp"
 #include "netlink/netlink.hpp"
+#include "vm/vm.hpp"
 
 // Status-returning steps read best as a flat sequence; this keeps them so.
 #define NG_TRY(expr)                                            \
@@ -381,6 +382,10 @@ Status validate(const LabOptions& o) {
   if (o.domain != "process" && o.domain != "vm") {
     return fail("--domain '{}' is unknown: use process or vm", o.domain);
   }
+  if (!o.nic_model.empty() && (o.domain != "vm" || !vm::known_nic_model(o.nic_model))) {
+    return fail("--nic-model '{}' is not usable: it needs --domain vm and one of e1000e, e1000, "
+                "virtio-net-pci", o.nic_model);
+  }
   if (o.mtu < 68 || o.mtu > 9000) return fail("--mtu {} is out of range: use 68 to 9000", o.mtu);
   if (!o.name.empty() && !valid_suffix(o.name)) {
     return fail("--name '{}' is not usable: use 1 to 11 lowercase letters or digits "
@@ -400,6 +405,7 @@ LabInfo plan(const LabOptions& o, const std::string& sfx) {
   i.manager_log = i.state_dir + "/manager.log";
   i.policy = o.policy;
   i.domain = o.domain;
+  i.nic_model = o.nic_model;
   i.mtu = o.mtu;
   i.realtime_priority = o.realtime_priority;
   // Under TCG every frame a driver VM forwards costs it about half a
@@ -441,6 +447,7 @@ std::string to_toml(const LabInfo& i) {
   for (const auto& d : i.drivers) {
     t += fmt::format("\n[[driver]]\nname = \"{}\"\nkind = \"{}\"\nnic = \"{}\"\nnetns = \"{}\"\n", d.name,
                      i.domain, d.nic, d.netns);
+    if (!i.nic_model.empty()) t += fmt::format("[driver.vm]\nnic_model = \"{}\"\n", i.nic_model);
   }
   // The external host stands in for the gateway the receive-path check asks.
   for (const auto& a : i.apps) {
@@ -635,6 +642,7 @@ nlohmann::json LabInfo::to_json() const {
   j["ext"] = endpoint_json(ext);
   j["direct"] = direct ? endpoint_json(*direct) : nlohmann::json(nullptr);
   j["domain"] = domain;
+  j["nic_model"] = nic_model;
   j["drivers"] = nlohmann::json::array();
   for (const auto& d : drivers) {
     j["drivers"].push_back(
@@ -665,6 +673,7 @@ Result<LabInfo> LabInfo::from_json(const nlohmann::json& j) {
     i.lab_pid = j.value("lab_pid", 0);
     i.manager_pid = j.value("manager_pid", 0);
     i.domain = j.value("domain", "process");
+    i.nic_model = j.value("nic_model", "");
     if (j.contains("switch")) {
       i.switch_netns = j["switch"].value("netns", "");
       i.bridge = j["switch"].value("bridge", "br0");

@@ -30,6 +30,7 @@ struct LabOptions {
   int apps = 1;                        // 1..64 app domains
   std::string policy = "warm-spare";   // "warm-spare" (drivers a, b) or "restart" (a)
   std::string domain = "process";      // driver domains: "process" or "vm" (driver VMs)
+  std::string nic_model;               // driver VMs' emulated NIC (vm::kNicModels); empty: the config's default
   uint32_t mtu = 1500;                 // 68..9000, every lab link and app
   bool direct = false;                 // add ng-SFX-direct, a host straight on the switch
   int realtime_priority = -1;          // [manager] realtime_priority; -1: the config's default
@@ -76,6 +77,7 @@ struct LabInfo {
   std::string manager_log;     // state_dir/manager.log
   std::string policy;
   std::string domain = "process";
+  std::string nic_model;  // empty: the config's default
   uint32_t mtu = 1500;
   int realtime_priority = -1;  // -1: not written, the config's default applies
   int path_probe_us = -1;      // the same

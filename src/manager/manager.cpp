@@ -729,7 +729,8 @@ Result<uint64_t> seed_of(const nlohmann::json& request) {
   return seed;
 }
 
-// The driver VM's QEMU: the domain process's child running qemu-system.
+}  // namespace
+
 pid_t qemu_of(pid_t domain) {
   std::ifstream in(fmt::format("/proc/{}/task/{}/children", domain, domain));
   for (pid_t p; in >> p;) {
@@ -738,8 +739,6 @@ pid_t qemu_of(pid_t domain) {
   }
   return 0;
 }
-
-}  // namespace
 
 namespace {
 

@@ -71,6 +71,8 @@ struct Owned {
 // A driver VM's guest image directory, and the key of its accelerator choice.
 std::string vm_image_dir(const DriverConfig& d);
 std::string accel_key(const DriverConfig& d);
+// A driver VM's QEMU: the domain process's child running qemu-system; 0: none.
+pid_t qemu_of(pid_t domain);
 
 class Manager {
  public:

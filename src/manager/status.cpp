@@ -49,6 +49,7 @@ void add_driver_stats(json& j, const stats::DriverStats& s) {
                    {"nic_rx_overruns", load(s.nic_rx_overruns)},
                    {"path_probes_sent", load(s.path_probes_sent)},
                    {"path_probes_seen", load(s.path_probes_seen)},
+                   {"guest_reports_refused", load(s.guest_reports_refused)},
                    {"heartbeat", load(s.heartbeat)}};
   for (const auto& k : s.conns) {
     if (k.in_use.load(std::memory_order_acquire) == 0) continue;
@@ -67,6 +68,7 @@ void add_front_stats(json& j, const stats::FrontStats& s) {
                    {"detected_hang", load(s.detected_hang)},
                    {"detected_stall", load(s.detected_stall)},
                    {"detected_violation", load(s.detected_violation)},
+                   {"detected_carrier", load(s.detected_carrier)},
                    {"fences", load(s.fences)},
                    {"last_detect_us", load(s.last_detect_us)},
                    {"last_switch_us", load(s.last_switch_us)},
@@ -130,7 +132,8 @@ json Manager::driver_status(size_t i) {
     j["vm"] = {{"accel", accel == accel_.end() ? "not chosen yet" : vm::accel_name(accel->second.accel)},
                {"nic_model", d.vm.nic_model},
                {"memory_mb", d.vm.memory_mb},
-               {"image_dir", vm_image_dir(d)}};
+               {"image_dir", vm_image_dir(d)},
+               {"qemu_pid", c.pid != 0 ? qemu_of(c.pid) : 0}};
   }
   std::string error;
   auto& s = mapped(c.driver_stats, config_.path("driver-" + d.name + ".stats"), stats::kDriverMagic,

@@ -165,7 +165,7 @@ Message parse(Type t, Reader& r) {
     case Type::fault: {
       Fault m;
       uint8_t k = r.u8();
-      if (k > static_cast<uint8_t>(FaultKind::stall)) r.fail();
+      if (k > static_cast<uint8_t>(FaultKind::carrier)) r.fail();
       m.kind = static_cast<FaultKind>(k);
       m.reason = r.str(kMaxReason);
       return m;

@@ -81,7 +81,8 @@ struct Refuse {
 // The driver domain reports its own failure: a driver VM whose guest stopped
 // answering, say. Believed at once: a domain that lies about it can only
 // lose its own traffic. The frontend fails over and fences it.
-enum class FaultKind : uint8_t { crash = 0, hang = 1, stall = 2 };
+// carrier: the NIC lost its carrier where only the domain sees it (a driver VM's guest).
+enum class FaultKind : uint8_t { crash = 0, hang = 1, stall = 2, carrier = 3 };
 struct Fault {
   FaultKind kind = FaultKind::hang;
   std::string reason;

@@ -1,7 +1,9 @@
 #include "vm/vm.hpp"
 
 #include <fcntl.h>
+#include <linux/capability.h>
 #include <linux/if_tun.h>
+#include <linux/sched.h>
 #include <net/if.h>
 #include <poll.h>
 #include <signal.h>
@@ -45,9 +47,9 @@ std::string kernel_cmdline(const VmSpec& s) {
   // with an NMI from QMP. No IPv6: the bridge must say nothing on the wire.
   return fmt::format(
       "console=ttyS0 panic=-1 oops=panic loglevel=3 quiet ipv6.disable=1 unknown_nmi_panic=1 "
-      "mitigations=off ng.link={} ng.br={} ng.ip={}.{}.{}.{} ng.drv={}",
+      "mitigations=off ng.link={} ng.br={} ng.ip={}.{}.{}.{} ng.drv={} ng.token={:016x}",
       format_mac(s.link_mac), format_mac(s.bridge_mac), s.guest_ip[0], s.guest_ip[1],
-      s.guest_ip[2], s.guest_ip[3], nic_module(s.nic_model));
+      s.guest_ip[2], s.guest_ip[3], nic_module(s.nic_model), s.report_token);
 }
 
 std::vector<std::string> qemu_args(const VmSpec& s, const std::string& qemu) {
@@ -100,12 +102,31 @@ Result<Tap> open_tap(const std::string& name) {
 
 namespace {
 
-int pidfd_open(pid_t pid) { return static_cast<int>(::syscall(SYS_pidfd_open, pid, 0)); }
+// QEMU needs no network (its NICs are the TAP descriptors it inherits), no
+// other process and no capability: every file it opens is root's, and it
+// stays uid 0, because a change of uid would clear its parent-death signal.
+constexpr uint64_t kQemuNamespaces = CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS;
+
+// Empty bounding, inheritable and ambient sets: the exec then grants uid 0
+// nothing. Raw calls only: this runs between fork and exec.
+void drop_capabilities() {
+  for (unsigned long c = 0; c < 64; ++c) ::prctl(PR_CAPBSET_DROP, c, 0, 0, 0);  // EINVAL past the last: fine
+  ::prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+  __user_cap_header_struct h{_LINUX_CAPABILITY_VERSION_3, 0};
+  __user_cap_data_struct d[_LINUX_CAPABILITY_U32S_3] = {};
+  ::syscall(SYS_capset, &h, d);
+  ::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+}
 
 // The child's side: only async-signal-safe calls until execvp.
-[[noreturn]] void exec_qemu(char* const* argv, int nic_tap, int link_tap, int log_fd, pid_t parent) {
+// `lifeline`: the read end of a pipe whose write end only the parent holds.
+// In a PID namespace of its own QEMU's getppid() is 0, so a parent that
+// died before PR_SET_PDEATHSIG took hold shows as the pipe's hang-up.
+[[noreturn]] void exec_qemu(char* const* argv, int nic_tap, int link_tap, int log_fd, int lifeline) {
   ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-  if (::getppid() != parent) ::_exit(126);
+  pollfd parent{lifeline, POLLIN, 0};
+  if (::poll(&parent, 1, 0) != 0) ::_exit(126);
+  drop_capabilities();
   sigset_t none;
   sigemptyset(&none);
   ::sigprocmask(SIG_SETMASK, &none, nullptr);
@@ -147,25 +168,36 @@ Result<Qemu> Qemu::spawn(const std::vector<std::string>& args_in, int log_fd, in
   std::vector<char*> argv;
   for (auto& s : args) argv.push_back(s.data());
   argv.push_back(nullptr);
-  pid_t parent = ::getpid();
-  pid_t pid = ::fork();
-  if (pid < 0) return fail_errno("fork for QEMU");
-  if (pid == 0) exec_qemu(argv.data(), nic_tap, link_tap, log_fd, parent);
+  int pipe_fds[2];
+  if (::pipe2(pipe_fds, O_CLOEXEC) != 0) return fail_errno("pipe for QEMU");
+  UniqueFd lifeline(pipe_fds[0]);
   Qemu q;
-  q.pid_ = pid;
-  q.pidfd_.reset(pidfd_open(pid));
-  if (!q.pidfd_) return fail_errno("pidfd_open for QEMU (pid {})", pid);
+  q.lifeline_.reset(pipe_fds[1]);
+  int pidfd = -1;
+  clone_args ca{};
+  ca.flags = kQemuNamespaces | CLONE_PIDFD;
+  ca.pidfd = reinterpret_cast<uintptr_t>(&pidfd);
+  ca.exit_signal = SIGCHLD;
+  long pid = ::syscall(SYS_clone3, &ca, sizeof ca);
+  if (pid < 0) return fail_errno("starting QEMU in namespaces of its own (clone3)");
+  if (pid == 0) {
+    ::close(pipe_fds[1]);
+    exec_qemu(argv.data(), nic_tap, link_tap, log_fd, lifeline.get());
+  }
+  q.pid_ = static_cast<pid_t>(pid);
+  q.pidfd_.reset(pidfd);
   return q;
 }
 
 Qemu::Qemu(Qemu&& o) noexcept
-    : pid_(std::exchange(o.pid_, 0)), pidfd_(std::move(o.pidfd_)), reaped_(o.reaped_) {}
+    : pid_(std::exchange(o.pid_, 0)), pidfd_(std::move(o.pidfd_)), lifeline_(std::move(o.lifeline_)), reaped_(o.reaped_) {}
 
 Qemu& Qemu::operator=(Qemu&& o) noexcept {
   if (this != &o) {
     kill();
     pid_ = std::exchange(o.pid_, 0);
     pidfd_ = std::move(o.pidfd_);
+    lifeline_ = std::move(o.lifeline_);
     reaped_ = o.reaped_;
   }
   return *this;

@@ -35,6 +35,7 @@ struct VmSpec {
   Mac link_mac{};    // the guest's end of the link
   Mac bridge_mac{};  // the guest bridge, which answers the liveness ARP
   std::array<uint8_t, 4> guest_ip{169, 254, 0, 2};
+  uint64_t report_token = 0;  // in the guest's reports (vm/guest_report.hpp); fresh per boot
   uint32_t memory_mb = 96;
   Accel accel = Accel::tcg;
   std::string qmp_socket;  // QMP monitor, a Unix socket QEMU listens on
@@ -63,6 +64,8 @@ Result<Tap> open_tap(const std::string& name);
 
 // A running QEMU. Killed (SIGKILL) when the object goes and when the process
 // that started it dies (PR_SET_PDEATHSIG), so no guest outlives its domain.
+// It runs in PID, network, IPC and UTS namespaces of its own, as uid 0 with
+// no capabilities and no_new_privs, besides its own -sandbox.
 class Qemu {
  public:
   // Starts QEMU with nic_tap and link_tap as fds 3 and 4, its output to
@@ -87,6 +90,7 @@ class Qemu {
   static Result<Qemu> spawn(const std::vector<std::string>& args, int log_fd, int nic_tap, int link_tap);
   pid_t pid_ = 0;
   UniqueFd pidfd_;
+  UniqueFd lifeline_;  // the write end of QEMU's lifeline pipe (exec_qemu)
   bool reaped_ = false;
 };
 

@@ -353,6 +353,7 @@ LabGuard::LabGuard(const LabOptions& o) {
   if (o.realtime_priority >= 0) args += fmt::format(" --realtime-priority {}", o.realtime_priority);
   if (o.path_probe_us >= 0) args += fmt::format(" --path-probe-us {}", o.path_probe_us);
   if (o.domain != "process") args += fmt::format(" --domain {}", o.domain);
+  if (!o.nic_model.empty()) args += fmt::format(" --nic-model {}", o.nic_model);
   auto r = run(nicguard_cmd(args, limit), limit + 20s);
   if (!r.ok()) {
     error_ = "`nicguard lab up` failed:\n" + r.describe();

@@ -140,6 +140,7 @@ struct LabOptions {
   int realtime_priority = -1;  // --realtime-priority; -1: the config's default
   int path_probe_us = -1;      // --path-probe-us; -1: the config's default
   std::string domain = "process";  // --domain: process or vm
+  std::string nic_model;           // --nic-model (driver VMs); empty: the default
   std::chrono::milliseconds up_limit = 120s;
 };
 

@@ -153,6 +153,16 @@ TEST(CampaignOptionsCheck, DomainKindAndWindowAreChecked) {
   EXPECT_FALSE(check_options(o));
 }
 
+TEST(CampaignOptionsCheck, ANicModelNeedsDriverVms) {
+  CampaignOptions o;
+  o.nic_model = "virtio-net-pci";
+  auto s = check_options(o);
+  ASSERT_FALSE(s);
+  EXPECT_NE(s.error().message.find("needs --domain vm"), std::string::npos) << s.error().message;
+  o.domain = "vm";
+  EXPECT_TRUE(check_options(o));
+}
+
 // A restart of a driver VM is a reboot: its window must hold it.
 TEST(CampaignWindow, SuitsTheDomainAndPolicyUnlessGiven) {
   CampaignOptions o;
