@@ -8,10 +8,26 @@
 #include <spdlog/spdlog.h>
 
 #include <cstring>
+#include <fstream>
+#include <sstream>
 
 #include "common/clock.hpp"
 
 namespace ng {
+
+nlohmann::json last_event(const std::string& path, const std::function<bool(const nlohmann::json&)>& match,
+                          size_t tail_bytes) {
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
+  if (!in) return nullptr;
+  auto size = static_cast<size_t>(in.tellg());
+  in.seekg(static_cast<std::streamoff>(size > tail_bytes ? size - tail_bytes : 0));
+  nlohmann::json found = nullptr;
+  for (std::string line; std::getline(in, line);) {
+    auto e = nlohmann::json::parse(line, nullptr, false);
+    if (e.is_object() && match(e)) found = std::move(e);
+  }
+  return found;
+}
 
 std::string iso8601(uint64_t ns) {
   time_t secs = static_cast<time_t>(ns / 1'000'000'000ULL);

@@ -5,6 +5,7 @@
 // interleave. Every line carries a monotonic timestamp (to compute
 // latencies across processes) and a wall-clock one (for people).
 #include <cstdint>
+#include <functional>
 #include <string>
 
 #include <nlohmann/json.hpp>
@@ -15,6 +16,11 @@
 namespace ng {
 
 std::string iso8601(uint64_t wall_ns);
+
+// The newest event in the log's last `tail_bytes` that `match` accepts, or
+// null. Unparsable lines (a line cut by the tail's start) are skipped.
+nlohmann::json last_event(const std::string& path, const std::function<bool(const nlohmann::json&)>& match,
+                          size_t tail_bytes = 1 << 20);
 
 class EventLog {
  public:

@@ -6,6 +6,7 @@
 #include "cli/commands.hpp"
 #include "inject/inject.hpp"
 #include "manager/config.hpp"
+#include "manager/locate.hpp"
 #include "manager/control.hpp"
 
 namespace {
@@ -32,6 +33,14 @@ int run(const InjectOptions& o) {
     return 2;
   }
   std::string socket = o.socket;
+  if (socket.empty() && o.config.empty()) {
+    auto only = ng::manager::only_running_manager();
+    if (!only) {
+      fmt::print(stderr, "nicguard inject: {}\n", only.error().message);
+      return 2;
+    }
+    socket = only->socket;
+  }
   if (socket.empty()) {
     auto config = ng::manager::load_config(o.config);
     if (!config) {
@@ -84,12 +93,5 @@ void ng::cli::add_inject_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--seed", o->seed,
                   "regflip: the seed that picks thread, moment, register and bit (random if "
                   "not given; the answer names it, so any run can be repeated)");
-  cmd->callback([o, &exit_code] {
-    if (o->config.empty() && o->socket.empty()) {
-      fmt::print(stderr, "nicguard inject: say which manager: -c FILE or -s SOCKET\n");
-      exit_code = 2;
-      return;
-    }
-    exit_code = run(*o);
-  });
+  cmd->callback([o, &exit_code] { exit_code = run(*o); });
 }

@@ -6,8 +6,10 @@
 #include <spdlog/spdlog.h>
 
 #include "cli/commands.hpp"
+#include "common/events.hpp"
 #include "manager/config.hpp"
 #include "manager/control.hpp"
+#include "manager/locate.hpp"
 #include "manager/manager.hpp"
 #include "manager/metrics.hpp"
 
@@ -45,6 +47,15 @@ void add_manager(CLI::App& app, int& exit_code) {
 
 void print_status(const StatusOptions& o, int& exit_code) {
   std::string socket = o.socket;
+  if (socket.empty() && o.config.empty()) {
+    auto only = ng::manager::only_running_manager();
+    if (!only) {
+      fmt::print(stderr, "nicguard status: {}\n", only.error().message);
+      exit_code = 2;
+      return;
+    }
+    socket = only->socket;
+  }
   if (socket.empty()) {
     auto config = ng::manager::load_config(o.config);
     if (!config) {
@@ -71,7 +82,12 @@ void print_status(const StatusOptions& o, int& exit_code) {
     return;
   }
   try {
-    fmt::print("{}", ng::manager::format_status_table(*answer));
+    // The manager keeps no history; its event log says what failed last.
+    std::string events = answer->value("/manager/state_dir"_json_pointer, std::string()) + "/events.jsonl";
+    auto last = ng::last_event(events, [](const nlohmann::json& e) {
+      return e.value("event", "") == "detect" && e.value("role", "") == "active";
+    });
+    fmt::print("{}", ng::manager::format_status_table(*answer, last));
     exit_code = 0;
   } catch (const nlohmann::json::exception& e) {
     fmt::print(stderr, "nicguard status: the manager's answer has an unexpected shape ({}); "
@@ -93,16 +109,8 @@ void add_status(CLI::App& app, int& exit_code) {
   sub->add_option("--timeout-ms", opts->timeout_ms, "how long to wait for the manager")
       ->capture_default_str()
       ->check(CLI::Range(1, 600000));
-  sub->callback([opts, &exit_code] {
-    if (opts->config.empty() && opts->socket.empty()) {
-      fmt::print(stderr,
-                 "nicguard status: say which manager: -c FILE (its config) or -s SOCKET "
-                 "(its control socket)\n");
-      exit_code = 2;
-      return;
-    }
-    print_status(*opts, exit_code);
-  });
+  sub->footer("With neither -c nor -s: the only manager running (see docs/config.md).");
+  sub->callback([opts, &exit_code] { print_status(*opts, exit_code); });
 }
 
 }  // namespace

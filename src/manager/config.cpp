@@ -213,14 +213,18 @@ struct Parser {
   }
 
   void parse_manager(const toml::table& root) {
-    const toml::table* t = table(root, "manager", true);
+    // Without a state_dir (or a [manager] table at all) the manager is the
+    // host's one: /run/nicguard, whose control.sock the commands find.
+    config.state_dir = kDefaultStateDir;
+    config.control_socket = config.path("control.sock");
+    const toml::table* t = table(root, "manager", false);
     if (t == nullptr) return;
     TableReader r(*t, "manager",
                   {"state_dir", "policy", "control_socket", "spare_restart_delay_ms", "realtime_priority"},
                   errors);
     r.u32("spare_restart_delay_ms", 0, 60000, config.spare_restart_delay_ms);
     r.u32("realtime_priority", 0, 98, config.realtime_priority);
-    if (auto dir = r.string("state_dir", true)) {
+    if (auto dir = r.string("state_dir", false)) {
       while (dir->size() > 1 && dir->back() == '/') dir->pop_back();
       if (dir->empty() || dir->front() != '/' || *dir == "/") {
         errors.at(r.node("state_dir"), "manager.state_dir",
@@ -242,7 +246,7 @@ struct Parser {
         errors.at(r.node("control_socket"), "manager.control_socket", "expected an absolute path");
       }
       config.control_socket = *s;
-    } else if (!config.state_dir.empty()) {
+    } else {
       config.control_socket = config.path("control.sock");
     }
   }

@@ -13,6 +13,9 @@
 
 namespace ng::manager {
 
+// The state directory of a config that names none: the host's manager.
+inline constexpr const char* kDefaultStateDir = "/run/nicguard";
+
 // What a driver domain needs besides the ring regions it maps (its own
 // receive buffers of 2 MiB, libraries, stacks), with room to spare.
 inline constexpr uint64_t kDriverBaseMemoryMb = 64;

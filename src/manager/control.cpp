@@ -243,6 +243,22 @@ Status wait_ready(int fd, short events, uint64_t deadline, const std::string& pa
 
 }  // namespace
 
+std::string request_type_error(const nlohmann::json& request) {
+  if (!request.is_object()) return fmt::format("a request is a JSON object, not {}", request.type_name());
+  auto it = request.find("cmd");
+  if (it == request.end()) return "the request has no \"cmd\"";
+  if (!it->is_string()) return fmt::format("\"cmd\" must be a string, not {}", it->type_name());
+  for (const char* key : {"domain", "fault"}) {
+    auto k = request.find(key);
+    if (k != request.end() && !k->is_string()) return fmt::format("\"{}\" must be a string, not {}", key, k->type_name());
+  }
+  auto seed = request.find("seed");
+  if (seed != request.end() && !seed->is_number_unsigned()) {
+    return fmt::format("\"seed\" must be an unsigned integer, not {}", seed->type_name());
+  }
+  return "";
+}
+
 Result<nlohmann::json> control_request(const std::string& socket_path,
                                        const nlohmann::json& request, int timeout_ms) {
   auto fd = connect_control(socket_path);

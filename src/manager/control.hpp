@@ -57,12 +57,21 @@ class ControlServer {
   std::string path_;
 };
 
+// What is wrong with a request's types ("cmd" must be a string, ...), or ""
+// when nothing is: a wrong type is named, not taken for an empty value.
+std::string request_type_error(const nlohmann::json& request);
+
 // Connects, sends one request line and returns the answer. An answer with
 // "ok": false becomes an error carrying the manager's message.
 Result<nlohmann::json> control_request(const std::string& socket_path,
                                        const nlohmann::json& request, int timeout_ms);
 
-// The human view of a {"cmd":"status"} answer, for `nicguard status`.
-std::string format_status_table(const nlohmann::json& status);
+// The human view of a {"cmd":"status"} answer, for `nicguard status`. It
+// leads with health_line. `last_failover`: the newest `detect` event on an
+// active domain (from events.jsonl), or null.
+std::string format_status_table(const nlohmann::json& status, const nlohmann::json& last_failover = nullptr);
+// One line: every app served or not, a spare ready or not, the last failover
+// and its cause.
+std::string health_line(const nlohmann::json& status, const nlohmann::json& last_failover);
 
 }  // namespace ng::manager

@@ -24,6 +24,7 @@
 #include "common/fd.hpp"
 #include "common/signal_latch.hpp"
 #include "manager/config.hpp"
+#include "manager/locate.hpp"
 
 namespace {
 
@@ -226,6 +227,14 @@ int follow(Tail& tail, const Filter& filter, const std::string& path) {
 
 std::optional<std::string> log_path(const EventsOptions& o) {
   if (!o.state_dir.empty()) return o.state_dir + "/events.jsonl";
+  if (o.config.empty()) {
+    auto only = ng::manager::only_running_manager();
+    if (!only) {
+      fmt::print(stderr, "nicguard events: {} (or give --state-dir DIR)\n", only.error().message);
+      return std::nullopt;
+    }
+    return only->state_dir + "/events.jsonl";
+  }
   auto config = ng::manager::load_config(o.config);
   if (!config) {
     fmt::print(stderr, "nicguard events: {}\n", config.error().message);
@@ -235,12 +244,6 @@ std::optional<std::string> log_path(const EventsOptions& o) {
 }
 
 int run_events(const EventsOptions& o) {
-  if (o.config.empty() && o.state_dir.empty()) {
-    fmt::print(stderr,
-               "nicguard events: say which manager: -c FILE (its config) or --state-dir DIR "
-               "(its state directory)\n");
-    return 2;
-  }
   auto path = log_path(o);
   if (!path) return 2;
   std::optional<uint64_t> since;

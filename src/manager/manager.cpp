@@ -60,6 +60,22 @@ uint64_t wall_coarse_ns() {
   return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000ULL + static_cast<uint64_t>(ts.tv_nsec);
 }
 
+// A log from `offset` on, at most its last 64 KiB: enough for the error a
+// domain ends with, bounded whatever a domain wrote.
+std::string read_from(const std::string& path, uint64_t offset) {
+  constexpr uint64_t kMaxTail = 64 * 1024;
+  std::ifstream in(path, std::ios::binary | std::ios::ate);
+  if (!in) return "";
+  auto size = static_cast<uint64_t>(in.tellg());
+  if (size <= offset) return "";
+  offset = std::max(offset, size > kMaxTail ? size - kMaxTail : 0);
+  in.seekg(static_cast<std::streamoff>(offset));
+  std::string out(size - offset, '\0');
+  in.read(out.data(), static_cast<std::streamsize>(out.size()));
+  out.resize(static_cast<size_t>(in.gcount()));
+  return out;
+}
+
 std::vector<std::string> read_cmdline(pid_t pid) {
   std::ifstream in(fmt::format("/proc/{}/cmdline", pid), std::ios::binary);
   std::vector<std::string> out;
@@ -551,6 +567,8 @@ Status Manager::spawn(Child& c) {
   [[maybe_unused]] ssize_t n = ::write(log_fd.get(), banner.data(), banner.size());
 
   c.started_wall_coarse_ns = wall_coarse_ns();
+  struct stat log_st{};
+  c.log_start = ::fstat(log_fd.get(), &log_st) == 0 ? static_cast<uint64_t>(log_st.st_size) : 0;
   pid_t pid = ::fork();
   if (pid == 0) exec_child(null_fd.get(), log_fd.get(), argv.data(), &child_mask_);
   if (pid < 0) return fail_errno("fork for {}", c.domain());
@@ -636,6 +654,15 @@ void Manager::on_child_exit(Child& c) {
   }
   pid_t old = c.pid;
   uint64_t up = mono_ns() - c.started_mono_ns;
+  // The domain's own words say why, where it logged an error; its exit
+  // status alone ("exited with status 1") says nothing a user can act on.
+  std::string why = last_logged_error(read_from(config_.path(c.domain() + ".log"), c.log_start));
+  std::string reason = why.empty() ? status : fmt::format("{} ({})", why, status);
+  bool again = reason == c.last_failure;
+  if (!stopping_) {
+    c.last_failure = reason;
+    c.last_failure_wall = iso8601(wall_ns());
+  }
   if (c.kind == ChildKind::driver && !stopping_) start_salvage(c);
   if (c.inject) c.inject->arm(inject::Fault::none);  // a restarted domain starts healthy
   c.pidfd.reset();
@@ -643,7 +670,7 @@ void Manager::on_child_exit(Child& c) {
   c.driver_stats.reset();
   c.front_stats.reset();
   remove_file(config_.path(c.domain() + ".pid"));
-  event("exit", &c, {{"pid", old}, {"status", status}, {"uptime_ms", up / 1'000'000}});
+  event("exit", &c, {{"pid", old}, {"status", status}, {"reason", reason}, {"uptime_ms", up / 1'000'000}});
   if (stopping_) {
     spdlog::info("{}: pid {} {}", c.domain(), old, status);
     return;
@@ -656,8 +683,11 @@ void Manager::on_child_exit(Child& c) {
     c.restart_delay_ms = std::max(c.restart_delay_ms, config_.spare_restart_delay_ms);
   }
   c.restart_at_ns = mono_ns() + uint64_t{c.restart_delay_ms} * 1'000'000 + 1;
-  spdlog::warn("{}: pid {} {} after {} ms up; restarting in {} ms", c.domain(), old, status,
-               up / 1'000'000, c.restart_delay_ms);
+  // A domain that keeps failing the same way says so once, not at every try.
+  if (again) return;
+  spdlog::warn("{}: pid {} ended after {} ms up: {}; restarting in {} ms{}", c.domain(), old,
+               up / 1'000'000, reason, c.restart_delay_ms,
+               up >= kStableNs ? "" : " (backing off while it keeps failing)");
 }
 
 void Manager::restart_due() {
@@ -695,8 +725,8 @@ int Manager::next_timeout_ms() const {
 }
 
 nlohmann::json Manager::handle_request(const nlohmann::json& request) {
-  auto it = request.find("cmd");
-  std::string cmd = it != request.end() && it->is_string() ? it->get<std::string>() : "";
+  if (auto why = request_type_error(request); !why.empty()) return {{"ok", false}, {"error", why}};
+  std::string cmd = request["cmd"].get<std::string>();
   if (cmd == "status") return status_json();
   if (cmd == "inject") return inject(request);
   if (cmd == "profile-guest") return profile_guest();
@@ -730,6 +760,23 @@ Result<uint64_t> seed_of(const nlohmann::json& request) {
 }
 
 }  // namespace
+
+std::string last_logged_error(std::string_view log) {
+  constexpr size_t kMaxReason = 400;
+  std::string found;
+  size_t at = 0;
+  while (at < log.size()) {
+    size_t end = log.find('\n', at);
+    std::string_view line = log.substr(at, end == std::string_view::npos ? std::string_view::npos : end - at);
+    at = end == std::string_view::npos ? log.size() : end + 1;
+    for (std::string_view mark : {"] [error] ", "] [critical] "}) {
+      if (auto m = line.find(mark); m != std::string_view::npos) found = std::string(line.substr(m + mark.size()));
+    }
+    if (line.rfind("error: ", 0) == 0) found = std::string(line.substr(7));
+  }
+  if (found.size() > kMaxReason) found = found.substr(0, kMaxReason - 3) + "...";
+  return found;
+}
 
 pid_t qemu_of(pid_t domain) {
   std::ifstream in(fmt::format("/proc/{}/task/{}/children", domain, domain));

@@ -55,6 +55,9 @@ struct Child {
   std::optional<netlink::LinkWatcher> link;       // drivers: carrier of the NIC
   Salvage salvage;               // drivers: what the NIC holds when the domain dies
   bool salvage_grabbed = false;  // this instance's packet socket is held (or cannot be)
+  uint64_t log_start = 0;        // size of its log when this instance started
+  std::string last_failure;      // why the last instance ended, in words; "" before any
+  std::string last_failure_wall; // when (ISO 8601)
 
   const char* kind_name() const { return kind == ChildKind::driver ? "driver" : "front"; }
   std::string domain() const { return std::string(kind_name()) + "-" + name; }
@@ -73,6 +76,10 @@ std::string vm_image_dir(const DriverConfig& d);
 std::string accel_key(const DriverConfig& d);
 // A driver VM's QEMU: the domain process's child running qemu-system; 0: none.
 pid_t qemu_of(pid_t domain);
+// The newest error a domain wrote to its log (spdlog's "[error]" or
+// "[critical]" lines; fmt's "error: " lines), without the time stamp and
+// level, at most 400 bytes; "" if none.
+std::string last_logged_error(std::string_view log);
 
 class Manager {
  public:

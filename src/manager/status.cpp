@@ -115,6 +115,12 @@ std::string driver_role(const json& d, size_t index, const json& apps, bool rest
   return index == 0 || restart_policy ? "active" : "spare";
 }
 
+// Why the domain's last instance ended, or null before any ended.
+json failure_json(const Child& c) {
+  if (c.last_failure.empty()) return nullptr;
+  return {{"reason", c.last_failure}, {"ts_wall", c.last_failure_wall}};
+}
+
 }  // namespace
 
 json Manager::driver_status(size_t i) {
@@ -126,6 +132,7 @@ json Manager::driver_status(size_t i) {
             {"adopted", c.adopted},    {"frontends", json::array()},
             {"counters", json::object()}, {"connections", json::array()}};
   if (c.pid != 0) j["uptime_ms"] = (mono_ns() - c.started_mono_ns) / 1'000'000;
+  j["last_failure"] = failure_json(c);
   j["kind"] = driver_kind_name(d.kind);
   if (d.kind == DriverKind::vm) {
     auto accel = accel_.find(accel_key(d));
@@ -158,6 +165,7 @@ json Manager::app_status(size_t i) {
             {"adopted", c.adopted},    {"active_driver", nullptr},  {"counters", json::object()},
             {"backends", json::array()}};
   if (c.pid != 0) j["uptime_ms"] = (mono_ns() - c.started_mono_ns) / 1'000'000;
+  j["last_failure"] = failure_json(c);
   std::string error;
   auto& s = mapped(c.front_stats, config_.path("front-" + a.name + ".stats"), stats::kFrontMagic, c,
                    error);
@@ -255,6 +263,13 @@ std::vector<std::string> row(V&&... parts) {
   return out;
 }
 
+// "  driver b: last ended 2026-...Z: NIC 'x' is not in ... (exited with status 1)"
+std::string failure_note(const std::string& who, const json& domain) {
+  const json f = domain.value("last_failure", json());
+  if (!f.is_object()) return "";
+  return fmt::format("  {}: last ended {}: {}\n", who, f.value("ts_wall", "?"), f.value("reason", "?"));
+}
+
 std::string driver_tables(const json& drivers) {
   std::vector<std::vector<std::string>> domains{
       {"DRIVER", "KIND", "PID", "ROLE", "STATE", "NIC", "NETNS", "RESTARTS", "FRONTENDS"}};
@@ -277,6 +292,7 @@ std::string driver_tables(const json& drivers) {
                           at(k, "rx_drops"), at(k, "malformed")));
     }
     if (d.contains("stats_error")) notes += fmt::format("  driver {}: {}\n", name, at(d, "stats_error"));
+    notes += failure_note("driver " + name, d);
   }
   std::string out = render(domains) + "\n" + render(nic);
   if (conns.size() > 1) out += "\n" + render(conns);
@@ -305,6 +321,7 @@ std::string app_tables(const json& apps) {
                              at(b, "malformed")));
     }
     if (a.contains("stats_error")) notes += fmt::format("  app {}: {}\n", name, at(a, "stats_error"));
+    notes += failure_note("app " + name, a);
   }
   std::string out = render(domains) + "\n" + render(tap);
   if (backends.size() > 1) out += "\n" + render(backends);
@@ -313,9 +330,40 @@ std::string app_tables(const json& apps) {
 
 }  // namespace
 
-std::string format_status_table(const json& status) {
+std::string health_line(const json& status, const json& last_failover) {
+  const json apps = status.value("apps", json::array());
+  std::vector<std::string> unserved;
+  size_t unspared = 0;
+  for (const auto& a : apps) {
+    if (!a.value("active_driver", json()).is_string()) unserved.push_back(at(a, "name"));
+    bool spare = false;
+    for (const auto& b : a.value("backends", json::array())) spare = spare || b.value("state", "") == "spare";
+    if (!spare) ++unspared;
+  }
+  bool restart = status.value("policy", "") == "restart";
+  std::string line = unserved.empty() && (restart || unspared == 0) ? "health: OK" : "health: DEGRADED";
+  line += fmt::format(", {} of {} apps served", apps.size() - unserved.size(), apps.size());
+  if (!unserved.empty()) {
+    std::string names;
+    for (size_t i = 0; i < unserved.size() && i < 4; ++i) names += (i ? ", " : "") + unserved[i];
+    line += fmt::format(" (not {}{})", names, unserved.size() > 4 ? ", ..." : "");
+  }
+  if (restart) {
+    line += ", no spare (restart policy)";
+  } else {
+    line += unspared == 0 ? ", a spare ready for every app" : fmt::format(", no spare ready for {}", unspared);
+  }
+  if (!last_failover.is_object()) return line + ", no failover yet\n";
+  std::string from = last_failover.value("domain", "?"), app = last_failover.value("source", "?");
+  if (app.rfind("front-", 0) == 0) app = app.substr(6);
+  return line + fmt::format("; last failover {} from {} ({}): {}: {}\n", last_failover.value("ts_wall", "?"),
+                            from, app, last_failover.value("detector", "?"), last_failover.value("detail", ""));
+}
+
+std::string format_status_table(const json& status, const json& last_failover) {
   json m = status.value("manager", json::object());
-  std::string out = fmt::format("manager pid {}, policy {}, up {} s, config {}\n\n", at(m, "pid"),
+  std::string out = health_line(status, last_failover);
+  out += fmt::format("manager pid {}, policy {}, up {} s, config {}\n\n", at(m, "pid"),
                                 at(status, "policy"), m.value("uptime_ms", 0ULL) / 1000,
                                 at(m, "config"));
   out += driver_tables(status.value("drivers", json::array()));

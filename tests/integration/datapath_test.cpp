@@ -576,13 +576,8 @@ TEST_F(BadConfigTest, InvalidConfigsAreRefusedAndTheRunningLabKeepsWorking) {
   ASSERT_FALSE(before.status.is_null()) << "the lab's manager does not answer status\n"
                                         << lab_->logs();
 
-  std::string without_manager;
-  {
-    // Drop the [manager] table: from its header to the next table.
-    auto start = good.find("[manager]");
-    auto next = good.find("\n[", start);
-    without_manager = good.substr(0, start) + (next == std::string::npos ? "" : good.substr(next + 1));
-  }
+  const std::string state_line = fmt::format("state_dir = \"{}\"", lab_->state_dir());
+  ASSERT_NE(good.find(state_line), std::string::npos) << good;
   struct Case {
     std::string what;
     std::string toml;
@@ -599,7 +594,8 @@ TEST_F(BadConfigTest, InvalidConfigsAreRefusedAndTheRunningLabKeepsWorking) {
                           "mac = \"02:00:00:00:01:3f\"\nipv4 = [\"10.99.0.73/24\"]\n",
                           app.name, lab_->suffix()),
        {"app[1].name", "duplicate"}},
-      {"missing [manager]", without_manager, {"manager"}},
+      {"relative state_dir", replace_once(good, state_line, "state_dir = \"run/nicguard\""),
+       {"manager.state_dir", "absolute"}},
   };
 
   TempDir dir("ng-it-cfg");

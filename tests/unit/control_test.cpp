@@ -1,4 +1,5 @@
 #include "manager/control.hpp"
+#include "manager/manager.hpp"
 
 #include <poll.h>
 #include <stdlib.h>
@@ -187,6 +188,58 @@ TEST(StatusTable, ShowsEveryDomainAndCounter) {
   EXPECT_THAT(t, HasSubstr("web/a"));
   EXPECT_THAT(t, HasSubstr("02:00:00:00:01:01"));
   EXPECT_THAT(t, HasSubstr("FAILOVERS"));
+  // b is restarting: web has no spare, and the table says so first.
+  EXPECT_EQ(t.rfind("health: DEGRADED, 1 of 1 apps served, no spare ready for 1, no failover yet\n", 0), 0u) << t;
+}
+
+TEST(StatusTable, HealthNamesWhatIsUnservedAndTheLastFailover) {
+  json app = {{"name", "web"}, {"active_driver", "b"},
+              {"backends", {{{"name", "a"}, {"state", "spare"}}, {{"name", "b"}, {"state", "active"}}}}};
+  json status = {{"policy", "warm-spare"}, {"apps", {app}}};
+  json failover = {{"event", "detect"}, {"ts_wall", "2026-12-02T19:54:42.831Z"}, {"source", "front-web"},
+                   {"domain", "driver-a"}, {"detector", "stall"}, {"detail", "no answer to 2 ARP probes"}};
+  EXPECT_EQ(ng::manager::health_line(status, failover),
+            "health: OK, 1 of 1 apps served, a spare ready for every app; last failover "
+            "2026-12-02T19:54:42.831Z from driver-a (web): stall: no answer to 2 ARP probes\n");
+  status["apps"].push_back({{"name", "db"}, {"active_driver", nullptr}, {"backends", json::array()}});
+  EXPECT_THAT(ng::manager::health_line(status, nullptr),
+              HasSubstr("health: DEGRADED, 1 of 2 apps served (not db), no spare ready for 1"));
+  status["policy"] = "restart";
+  status["apps"].erase(1);
+  status["apps"][0]["backends"] = {{{"name", "b"}, {"state", "active"}}};
+  EXPECT_THAT(ng::manager::health_line(status, nullptr), HasSubstr("health: OK, 1 of 1 apps served, no spare (restart policy)"));
+}
+
+TEST(ControlRequest, AWrongTypeIsNamed) {
+  using ng::manager::request_type_error;
+  EXPECT_EQ(request_type_error(json{{"cmd", "status"}}), "");
+  EXPECT_EQ(request_type_error(json{{"cmd", 123}}), "\"cmd\" must be a string, not number");
+  EXPECT_EQ(request_type_error(json::object()), "the request has no \"cmd\"");
+  EXPECT_EQ(request_type_error(json::array()), "a request is a JSON object, not array");
+  EXPECT_EQ(request_type_error(json{{"cmd", "inject"}, {"domain", 1}}), "\"domain\" must be a string, not number");
+  EXPECT_EQ(request_type_error(json{{"cmd", "inject"}, {"domain", "a"}, {"fault", "regflip"}, {"seed", -1}}),
+            "\"seed\" must be an unsigned integer, not number");
+  EXPECT_EQ(request_type_error(json{{"cmd", "inject"}, {"domain", "a"}, {"fault", "regflip"}, {"seed", 7u}}), "");
+}
+
+}  // namespace
+
+namespace {
+
+// A domain's log as the manager finds it when the domain ends: its own last
+// error is the reason status shows, not "exited with status 1".
+TEST(DomainLog, TheLastErrorIsTheReason) {
+  using ng::manager::last_logged_error;
+  EXPECT_EQ(last_logged_error(""), "");
+  EXPECT_EQ(last_logged_error("[2026-12-02 19:54:24.499] [info] driver a: serving NIC x\n"), "");
+  std::string log =
+      "--- 2026-12-02T19:54:43Z nicguard manager starts driver-a\n"
+      "[2026-12-02 19:54:43.111] [error] driver a: first\n"
+      "[2026-12-02 19:54:43.112] [info] driver a: later\n"
+      "[2026-12-02 19:54:43.113] [error] driver a: NIC 'x' is not in the driver domain's namespace\n";
+  EXPECT_EQ(last_logged_error(log), "driver a: NIC 'x' is not in the driver domain's namespace");
+  EXPECT_EQ(last_logged_error("error: --mac: not a MAC address"), "--mac: not a MAC address");
+  EXPECT_EQ(last_logged_error("[t] [critical] " + std::string(1000, 'x')).size(), 400u);
 }
 
 }  // namespace

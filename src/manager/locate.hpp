@@ -1,0 +1,30 @@
+#pragma once
+// Which manager `status`, `events` and `inject` talk to when they are told
+// neither -c nor -s: the only one running. A manager without a state_dir
+// in its config listens on /run/nicguard/control.sock; each lab's manager
+// listens in /run/nicguard/lab-SFX/state. A socket that nobody answers on
+// (a manager that died) is no candidate; with several running, the error
+// lists them, so the user can pick one with -s.
+#include <string>
+#include <vector>
+
+#include "common/error.hpp"
+
+namespace ng::manager {
+
+inline constexpr const char* kRunDir = "/run/nicguard";
+
+struct RunningManager {
+  std::string socket;
+  std::string state_dir;  // the socket's directory, where events.jsonl is
+  std::string config;     // as the manager reports it; "" if it did not answer
+};
+
+// Every control socket under run_dir that accepts a connection.
+std::vector<RunningManager> running_managers(const std::string& run_dir = kRunDir);
+
+// The only running manager, or an error that says what to do: start one,
+// or name one of those listed.
+Result<RunningManager> only_running_manager(const std::string& run_dir = kRunDir);
+
+}  // namespace ng::manager
