@@ -17,12 +17,15 @@ PACKAGES=(
   build-essential cmake pkg-config
   libnl-3-dev libnl-route-3-dev libseccomp-dev libcap-dev libbpf-dev libxdp-dev
   libtomlplusplus-dev libcli11-dev nlohmann-json3-dev libspdlog-dev libfmt-dev libexpected-dev libcurl4-openssl-dev
+  libsystemd-dev
   # tests and micro-benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
   # lab, demo and bench: namespaces, links, traffic generators, services
   iproute2 ethtool kmod procps iperf3 sockperf netcat-openbsd nginx-light curl
   # integration tests: ping, captures, a broadcast sender
   iputils-ping tcpdump python3
+  # the service test: systemd-analyze verify on the unit file
+  systemd
   # driver VMs: QEMU, and the guest image's userland (its kernel is
   # downloaded as a Debian package by src/vm/guest/build-image.sh)
   qemu-system-x86 busybox-static

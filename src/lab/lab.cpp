@@ -29,6 +29,7 @@
 #include "common/addr.hpp"
 #include "common/clock.hpp"
 #include "common/fd.hpp"
+#include "common/hash.hpp"
 #include "netlink/netlink.hpp"
 #include "vm/vm.hpp"
 
@@ -423,13 +424,17 @@ LabInfo plan(const LabOptions& o, const std::string& sfx) {
     i.drivers.push_back(Driver{d, "ng" + sfx + "n" + d, "ng" + sfx + "p" + d,
                                netns_prefix(sfx) + "drv-" + d});
   }
+  // Each lab's app MACs are its own (its suffix picks bytes 2 and 3): a
+  // manager refuses MACs another running manager owns, and labs run side
+  // by side.
+  uint64_t tag = fnv1a64(sfx);
   for (int n = 1; n <= o.apps; ++n) {
     App app;
     app.netns = netns_prefix(sfx) + fmt::format("app{}", n);
     app.ipv4 = fmt::format("10.99.0.{}/24", 10 + n);
     app.ipv6 = fmt::format("fd99::{}/64", 10 + n);
     app.name = fmt::format("app{}", n);
-    app.mac = fmt::format("02:00:00:00:01:{:02x}", n);
+    app.mac = fmt::format("02:{:02x}:{:02x}:00:01:{:02x}", tag & 0xff, (tag >> 8) & 0xff, n);
     app.mtu = o.mtu;
     i.apps.push_back(std::move(app));
   }

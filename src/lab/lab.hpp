@@ -56,7 +56,7 @@ struct Endpoint {
 
 struct App : Endpoint {
   std::string name;  // "app1"
-  std::string mac;   // "02:00:00:00:01:01"
+  std::string mac;   // "02:XX:YY:00:01:01": XX, YY from the lab's suffix
   uint32_t mtu = 1500;
 };
 

@@ -21,6 +21,12 @@ namespace {
 constexpr size_t kMaxLine = 64 * 1024;
 constexpr size_t kMaxAnswer = 16 * 1024 * 1024;
 constexpr size_t kMaxConns = 64;
+// Fairness: a client that pipelines thousands of requests gets this many
+// answered per turn, and is read no further while this much of its input or
+// output waits, so another client waits a few turns at most.
+constexpr size_t kAnswersPerTurn = 16;
+constexpr size_t kMaxPendingIn = 2 * kMaxLine;
+constexpr size_t kMaxPendingOut = 1024 * 1024;
 
 const char* kStartHint = "is the manager running? start it with `nicguard manager -c FILE`";
 
@@ -126,10 +132,8 @@ void ControlServer::refuse(Conn& c, const std::string& why) {
 }
 
 void ControlServer::serve(Conn& c, uint32_t events) {
-  if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) {
-    read_input(c);
-    if (!c.refused) answer_lines(c);
-  }
+  if (events & (EPOLLIN | EPOLLHUP | EPOLLERR)) read_input(c);
+  if (!c.refused) answer_lines(c);
   flush(c);
   if (c.refused && c.out.empty() && !c.shut) {
     ::shutdown(c.fd.get(), SHUT_WR);
@@ -140,7 +144,7 @@ void ControlServer::serve(Conn& c, uint32_t events) {
 
 void ControlServer::read_input(Conn& c) {
   char buf[4096];
-  for (;;) {
+  while (c.in.size() < kMaxPendingIn) {
     ssize_t n = ::read(c.fd.get(), buf, sizeof(buf));
     if (n > 0) {
       if (!c.refused) c.in.append(buf, static_cast<size_t>(n));
@@ -152,11 +156,15 @@ void ControlServer::read_input(Conn& c) {
   }
 }
 
-bool ControlServer::finished(const Conn& c) { return c.eof && c.out.empty(); }
+bool ControlServer::has_request(const Conn& c) { return !c.refused && c.in.find('\n') != std::string::npos; }
+
+bool ControlServer::finished(const Conn& c) { return c.eof && c.out.empty() && !has_request(c); }
 
 void ControlServer::answer_lines(Conn& c) {
-  size_t start = 0;
-  for (size_t nl; (nl = c.in.find('\n', start)) != std::string::npos; start = nl + 1) {
+  size_t start = 0, answered = 0;
+  for (size_t nl; answered < kAnswersPerTurn && c.out.size() < kMaxPendingOut &&
+                  (nl = c.in.find('\n', start)) != std::string::npos;
+       start = nl + 1, ++answered) {
     std::string_view line(c.in.data() + start, nl - start);
     auto req = nlohmann::json::parse(line, nullptr, false);
     nlohmann::json answer;
@@ -194,11 +202,15 @@ void ControlServer::flush(Conn& c) {
   }
 }
 
-// Re-arms the connection: readable until the peer is done, writable only
-// while output waits.
+// Re-arms the connection: readable until the peer is done and while its
+// backlog is short; writable while output waits, or while requests wait for
+// their turn (a writable socket brings it back on the next pass, after the
+// other clients had theirs).
 void ControlServer::watch(Conn& c) {
   epoll_event ev{};
-  ev.events = (c.eof ? 0u : uint32_t{EPOLLIN}) | (c.out.empty() ? 0u : uint32_t{EPOLLOUT});
+  bool more_in = !c.eof && c.in.size() < kMaxPendingIn && c.out.size() < kMaxPendingOut;
+  bool more_out = !c.out.empty() || has_request(c);
+  ev.events = (more_in ? uint32_t{EPOLLIN} : 0u) | (more_out ? uint32_t{EPOLLOUT} : 0u);
   ev.data.fd = c.fd.get();
   if (::epoll_ctl(epoll_.get(), EPOLL_CTL_MOD, c.fd.get(), &ev) != 0 && errno == ENOENT) {
     ::epoll_ctl(epoll_.get(), EPOLL_CTL_ADD, c.fd.get(), &ev);

@@ -49,6 +49,7 @@ class ControlServer {
   void flush(Conn& c);
   void watch(Conn& c);
   static bool finished(const Conn& c);
+  static bool has_request(const Conn& c);
 
   UniqueFd epoll_;
   UniqueFd listen_;

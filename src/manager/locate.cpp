@@ -44,6 +44,7 @@ std::vector<RunningManager> running_managers(const std::string& run_dir) {
     RunningManager m{socket, std::filesystem::path(socket).parent_path().string(), ""};
     if (auto s = control_request(socket, {{"cmd", "status"}}, 1000)) {
       m.config = s->value("/manager/config"_json_pointer, std::string());
+      m.status = std::move(*s);
     }
     out.push_back(std::move(m));
   }
@@ -63,6 +64,43 @@ Result<RunningManager> only_running_manager(const std::string& run_dir) {
     list += fmt::format("\n  -s {}{}", m.socket, m.config.empty() ? "" : "   (config " + m.config + ")");
   }
   return fail("{} managers are running; say which with -s SOCKET (or -c FILE):{}", all.size(), list);
+}
+
+std::string shared_resource(const Config& mine, const nlohmann::json& other) {
+  auto names = [&](const char* table, const char* key) {
+    std::vector<std::string> out;
+    for (const auto& e : other.value(table, nlohmann::json::array())) {
+      if (e.contains(key) && e[key].is_string()) out.push_back(e[key].get<std::string>());
+    }
+    return out;
+  };
+  auto has = [](const std::vector<std::string>& v, const std::string& x) {
+    return std::find(v.begin(), v.end(), x) != v.end();
+  };
+  auto nics = names("drivers", "nic"), macs = names("apps", "mac");
+  auto netns = names("drivers", "netns");
+  for (const auto& n : names("apps", "netns")) netns.push_back(n);
+  for (const auto& d : mine.drivers) {
+    if (has(nics, d.nic)) return fmt::format("NIC '{}' (driver {})", d.nic, d.name);
+    if (has(netns, d.netns)) return fmt::format("network namespace '{}' (driver {})", d.netns, d.name);
+  }
+  for (const auto& a : mine.apps) {
+    if (has(macs, format_mac(a.mac))) return fmt::format("MAC {} (app {})", format_mac(a.mac), a.name);
+    if (has(netns, a.netns)) return fmt::format("network namespace '{}' (app {})", a.netns, a.name);
+  }
+  return "";
+}
+
+Status refuse_shared_resources(const Config& mine, const std::string& run_dir) {
+  for (const auto& m : running_managers(run_dir)) {
+    if (m.state_dir == mine.state_dir || !m.status.is_object()) continue;  // the state lock refuses that one
+    if (auto what = shared_resource(mine, m.status); !what.empty()) {
+      return fail("{} is owned by the manager at {} (config {}); nothing was changed: give this "
+                  "manager other NICs, namespaces and MACs, or stop that one first",
+                  what, m.socket, m.config.empty() ? "unknown" : m.config);
+    }
+  }
+  return {};
 }
 
 }  // namespace ng::manager

@@ -8,7 +8,10 @@
 #include <string>
 #include <vector>
 
+#include <nlohmann/json.hpp>
+
 #include "common/error.hpp"
+#include "manager/config.hpp"
 
 namespace ng::manager {
 
@@ -18,6 +21,7 @@ struct RunningManager {
   std::string socket;
   std::string state_dir;  // the socket's directory, where events.jsonl is
   std::string config;     // as the manager reports it; "" if it did not answer
+  nlohmann::json status;  // its {"cmd":"status"} answer; null if it did not answer
 };
 
 // Every control socket under run_dir that accepts a connection.
@@ -26,5 +30,13 @@ std::vector<RunningManager> running_managers(const std::string& run_dir = kRunDi
 // The only running manager, or an error that says what to do: start one,
 // or name one of those listed.
 Result<RunningManager> only_running_manager(const std::string& run_dir = kRunDir);
+
+// What `mine` would take that the running manager `other` (its status)
+// already owns: a NIC, a network namespace, an app MAC; "" when nothing.
+std::string shared_resource(const Config& mine, const nlohmann::json& other);
+
+// Refuses to start a manager whose config names what another running one
+// owns, naming that manager; nothing has been touched when it refuses.
+Status refuse_shared_resources(const Config& mine, const std::string& run_dir = kRunDir);
 
 }  // namespace ng::manager

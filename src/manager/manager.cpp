@@ -24,6 +24,7 @@
 #include "common/hash.hpp"
 #include "common/text.hpp"
 #include "inject/regflip.hpp"
+#include "manager/locate.hpp"
 #include "netlink/netlink.hpp"
 #include "vm/guest_regflip.hpp"
 #include "vm/qmp.hpp"
@@ -621,9 +622,33 @@ Status Manager::run() {
     restart_due();
     salvage_due();
     grab_salvage();
+    service_tick();
   }
+  notifier_.stopping();
   teardown();
   return {};
+}
+
+// Ready once every app domain has an active driver domain (told to systemd
+// and logged as an event, with how long it took); the watchdog is petted
+// from here, so a loop that hangs is what systemd sees.
+void Manager::service_tick() {
+  constexpr uint64_t kReadyPollNs = 10'000'000;
+  uint64_t now = mono_ns();
+  notifier_.watchdog(now);
+  if (ready_ || now < next_ready_check_ns_) return;
+  next_ready_check_ns_ = now + kReadyPollNs;
+  nlohmann::json s = status_json();
+  for (const auto& a : s["apps"]) {
+    if (!a.value("active_driver", nlohmann::json()).is_string()) return;
+  }
+  ready_ = true;
+  uint64_t took_ms = (now - started_mono_ns_) / 1'000'000;
+  event("ready", nullptr, {{"apps", s["apps"].size()}, {"since_start_ms", took_ms}});
+  std::string health = health_line(s, nullptr);
+  if (!health.empty() && health.back() == '\n') health.pop_back();
+  notifier_.ready(health);
+  spdlog::info("manager: ready in {} ms: {}", took_ms, health);
 }
 
 void Manager::handle_signal() {
@@ -719,6 +744,8 @@ int Manager::next_timeout_ms() const {
       next = std::min(next, mono_ns() + kSalvageGrabPollNs);
     }
   }
+  next = std::min(next, notifier_.next_watchdog_ns());
+  if (!ready_) next = std::min(next, next_ready_check_ns_);
   if (next == UINT64_MAX) return -1;
   uint64_t now = mono_ns();
   return next <= now ? 0 : static_cast<int>((next - now + 999'999) / 1'000'000);
@@ -1210,6 +1237,10 @@ int run_manager(const std::string& config_path, bool check_only) {
   }
   if (::geteuid() != 0) {
     fmt::print(stderr, "nicguard manager: must run as root (it creates namespaces and moves NICs)\n");
+    return 1;
+  }
+  if (auto s = refuse_shared_resources(*config); !s) {
+    fmt::print(stderr, "nicguard manager: {}\n", s.error().message);
     return 1;
   }
   auto manager = Manager::start(std::move(*config));

@@ -28,6 +28,7 @@
 #include "manager/control.hpp"
 #include "manager/metrics.hpp"
 #include "manager/salvage.hpp"
+#include "manager/service_notify.hpp"
 #include "vm/accel.hpp"
 #include "vm/guest_regflip.hpp"
 
@@ -137,6 +138,7 @@ class Manager {
   int next_timeout_ms() const;
   Status watch_fd(int fd, uint64_t key);
   void handle_signal();
+  void service_tick();
   nlohmann::json handle_request(const nlohmann::json& request);
 
   Status prepare_host();
@@ -172,6 +174,9 @@ class Manager {
   Owned owned_;  // everything still to undo, inherited ones included
   Owned fresh_;  // what this run did: undone alone when start() fails
   sigset_t child_mask_{};  // the signal mask children get back
+  ServiceNotifier notifier_;
+  bool ready_ = false;             // every app domain has had an active driver domain
+  uint64_t next_ready_check_ns_ = 0;
   bool stopping_ = false;
   bool torn_down_ = false;
   uint64_t started_mono_ns_ = 0;

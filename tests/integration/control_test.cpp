@@ -1,7 +1,16 @@
 // The commands a host operator types without naming a manager: `status`,
 // `events` and `inject` find the only one running, and with two running
 // they list both and ask for one, touching neither.
+#include <poll.h>
 #include <signal.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <fstream>
+#include <iterator>
 
 #include <fmt/format.h>
 #include <gtest/gtest.h>
@@ -75,6 +84,126 @@ TEST(Control, ADomainWhoseNicIsGoneSaysSo) {
   auto table = run(fmt::format("{} status -s {}", quote(kNicguard), quote(lab.control_socket())));
   EXPECT_NE(table.out.find("driver b: last ended"), std::string::npos) << table.describe();
   EXPECT_NE(table.out.find(want), std::string::npos) << table.describe();
+}
+
+// A second manager whose config names the first one's NICs (only the state
+// directory differs) is refused before it touches anything, naming the
+// first; the first keeps its domains and its traffic.
+TEST(Control, ASecondManagerOnTheSameNicsIsRefused) {
+  LabGuard lab;
+  ASSERT_TRUE(lab.ok()) << lab.error();
+  auto before = lab.status();
+  ASSERT_TRUE(before) << lab.error();
+  std::ifstream in(lab.config());
+  std::string config((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const std::string state = fmt::format("state_dir = \"{}\"", lab.state_dir());
+  auto at = config.find(state);
+  ASSERT_NE(at, std::string::npos) << config;
+  TempDir dir("ng-it-second");
+  config.replace(at, state.size(), fmt::format("state_dir = \"{}\"", dir.file("state")));
+  std::string path = dir.file("second.toml");
+  std::ofstream(path) << config;
+  auto r = run(fmt::format("{} manager -c {}", quote(kNicguard), quote(path)), 30s);
+  EXPECT_EQ(r.exit_code, 1) << r.describe();
+  EXPECT_NE(r.err.find("is owned by the manager at " + lab.control_socket()), std::string::npos) << r.describe();
+  EXPECT_NE(r.err.find("nothing was changed"), std::string::npos) << r.describe();
+  auto after = lab.status();
+  ASSERT_TRUE(after) << lab.error();
+  for (size_t i = 0; i < 2; ++i) {
+    EXPECT_EQ(after->at("drivers")[i].value("pid", 0), before->at("drivers")[i].value("pid", 0));
+  }
+  auto reach = run_in(lab.ext_ns(), "ping -c 3 -i 0.2 -W 2 " + lab.apps().at(0).ipv4, 20s);
+  EXPECT_TRUE(reach.ok()) << reach.describe();
+}
+
+// A datagram socket standing in for systemd's NOTIFY_SOCKET.
+class NotifyListener {
+ public:
+  explicit NotifyListener(const std::string& path) : path_(path) {
+    fd_ = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    sockaddr_un a{};
+    a.sun_family = AF_UNIX;
+    std::snprintf(a.sun_path, sizeof a.sun_path, "%s", path.c_str());
+    ::unlink(path.c_str());
+    ok_ = fd_ >= 0 && ::bind(fd_, reinterpret_cast<sockaddr*>(&a), sizeof a) == 0;
+  }
+  ~NotifyListener() {
+    if (fd_ >= 0) ::close(fd_);
+    ::unlink(path_.c_str());
+  }
+  bool ok() const { return ok_; }
+  // The next message, or "" after `limit`.
+  std::string next(std::chrono::milliseconds limit) {
+    pollfd p{fd_, POLLIN, 0};
+    if (::poll(&p, 1, static_cast<int>(limit.count())) != 1) return "";
+    char buf[4096];
+    ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
+    return n > 0 ? std::string(buf, static_cast<size_t>(n)) : "";
+  }
+  // Messages until one holds `what` (returned), or "" after `limit`.
+  std::string until(const std::string& what, std::chrono::milliseconds limit, int* others = nullptr) {
+    auto end = std::chrono::steady_clock::now() + limit;
+    while (std::chrono::steady_clock::now() < end) {
+      auto left = std::chrono::duration_cast<std::chrono::milliseconds>(end - std::chrono::steady_clock::now());
+      std::string m = next(std::max(left, 1ms));
+      if (m.find(what) != std::string::npos) return m;
+      if (!m.empty() && others) ++*others;
+    }
+    return "";
+  }
+
+ private:
+  std::string path_;
+  int fd_ = -1;
+  bool ok_ = false;
+};
+
+// Under systemd (Type=notify) the manager says READY=1 once every app is
+// served, pets the watchdog from its loop, and says STOPPING=1 on SIGTERM.
+TEST(Service, TheManagerSaysReadyPetsTheWatchdogAndSaysStopping) {
+  std::string sfx = fmt::format("sv{}", ::getpid() % 100000);
+  auto up = run(fmt::format("{} lab up --no-manager --apps 2 --name {}", quote(kNicguard), sfx), 60s);
+  struct Down {
+    std::string sfx;
+    ~Down() { run(fmt::format("{} lab down --name {}", quote(kNicguard), sfx), 60s); }
+  } down{sfx};
+  ASSERT_TRUE(up.ok()) << up.describe();
+  TempDir dir("ng-it-notify");
+  NotifyListener systemd(dir.file("notify"));
+  ASSERT_TRUE(systemd.ok());
+  Background manager(fmt::format("exec env NOTIFY_SOCKET={} WATCHDOG_USEC=200000 {} manager -c /run/nicguard/lab-{}/nicguard.toml",
+                                 dir.file("notify"), quote(kNicguard), sfx));
+  std::string ready = systemd.until("READY=1", 30s);
+  ASSERT_FALSE(ready.empty()) << manager.err();
+  EXPECT_NE(ready.find("2 of 2 apps served"), std::string::npos) << ready;
+  // Half the watchdog interval apart: about 10 in a second.
+  int pets = 0;
+  auto until = std::chrono::steady_clock::now() + 1s;
+  while (std::chrono::steady_clock::now() < until) {
+    if (systemd.next(100ms).find("WATCHDOG=1") != std::string::npos) ++pets;
+  }
+  EXPECT_GE(pets, 4) << manager.err();
+  ::kill(manager.pid(), SIGTERM);
+  EXPECT_FALSE(systemd.until("STOPPING=1", 10s).empty()) << manager.err();
+  auto r = manager.finish(30s);
+  EXPECT_EQ(r.exit_code, 0) << r.describe();
+}
+
+// The unit file systemd would load, checked by systemd itself (with the
+// binary under test in place of /usr/sbin/nicguard).
+TEST(Service, TheUnitFilePassesSystemdAnalyzeVerify) {
+  TempDir dir("ng-it-unit");
+  std::ifstream in(std::string(NICGUARD_SOURCE_DIR) + "/dist/systemd/nicguard.service");
+  std::string unit((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  ASSERT_NE(unit.find("Type=notify"), std::string::npos) << unit;
+  for (size_t at; (at = unit.find("/usr/sbin/nicguard")) != std::string::npos;) {
+    unit.replace(at, std::string("/usr/sbin/nicguard").size(), kNicguard);
+  }
+  std::string path = dir.file("nicguard.service");
+  std::ofstream(path) << unit;
+  auto r = run(fmt::format("systemd-analyze verify {}", quote(path)));
+  EXPECT_TRUE(r.ok()) << r.describe();
+  EXPECT_EQ(r.err, "") << r.describe();
 }
 
 }  // namespace

@@ -23,6 +23,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include "common/hash.hpp"
 #include "lab/lab.hpp"
 #include "netlink/netlink.hpp"
 
@@ -296,7 +297,8 @@ TEST(Lab, TopologyWithoutManager) {
     ASSERT_TRUE(s);
     EXPECT_EQ(s->links(), std::vector<std::string>{"lo"});
   }
-  EXPECT_EQ(lab->apps()[2].mac, "02:00:00:00:01:03");
+  uint64_t tag = fnv1a64(sfx);
+  EXPECT_EQ(lab->apps()[2].mac, fmt::format("02:{:02x}:{:02x}:00:01:03", tag & 0xff, (tag >> 8) & 0xff));
   EXPECT_EQ(lab->apps()[2].ipv4, "10.99.0.13/24");
   EXPECT_EQ(lab->apps()[2].ipv6, "fd99::13/64");
 

@@ -123,7 +123,7 @@ struct LabApp {
   std::string link;   // "eth0"
   std::string ipv4;   // address only: "10.99.0.11"
   std::string ipv6;   // "fd99::11"
-  std::string mac;    // "02:00:00:00:01:01"
+  std::string mac;    // "02:XX:YY:00:01:01"
   int mtu = 1500;
 };
 

@@ -1,6 +1,8 @@
 #include "manager/control.hpp"
+#include "manager/locate.hpp"
 #include "manager/manager.hpp"
 
+#include <fcntl.h>
 #include <poll.h>
 #include <stdlib.h>
 #include <sys/socket.h>
@@ -240,6 +242,91 @@ TEST(DomainLog, TheLastErrorIsTheReason) {
   EXPECT_EQ(last_logged_error(log), "driver a: NIC 'x' is not in the driver domain's namespace");
   EXPECT_EQ(last_logged_error("error: --mac: not a MAC address"), "--mac: not a MAC address");
   EXPECT_EQ(last_logged_error("[t] [critical] " + std::string(1000, 'x')).size(), 400u);
+}
+
+}  // namespace
+
+namespace {
+
+// One root client pipelining thousands of requests without reading the
+// answers must not hold up another client's request for more than a few
+// turns (each answer here costs 100 us, as a status of many apps costs more).
+TEST(ControlFairness, AGreedyClientDoesNotHoldUpAnother) {
+  char tmpl[] = "/tmp/ng-control-fair-XXXXXX";
+  ASSERT_NE(::mkdtemp(tmpl), nullptr);
+  std::string path = std::string(tmpl) + "/control.sock";
+  auto server = ControlServer::listen(path, [](const json& req) {
+    std::this_thread::sleep_for(std::chrono::microseconds(100));
+    return json{{"ok", true}, {"echo", req}};
+  });
+  ASSERT_TRUE(server) << server.error().message;
+  std::atomic<bool> done{false};
+  std::thread serving([&] {
+    while (!done) {
+      pollfd p{server->fd(), POLLIN, 0};
+      if (::poll(&p, 1, 10) > 0) server->process();
+    }
+  });
+  int greedy = ::socket(AF_UNIX, SOCK_STREAM, 0);
+  sockaddr_un a{};
+  a.sun_family = AF_UNIX;
+  std::snprintf(a.sun_path, sizeof a.sun_path, "%s", path.c_str());
+  ASSERT_EQ(::connect(greedy, reinterpret_cast<sockaddr*>(&a), sizeof a), 0);
+  std::string flood;
+  for (int i = 0; i < 20000; ++i) flood += "{\"cmd\":\"status\"}\n";  // 20000 x 100 us: 2 s unfair
+  ASSERT_EQ(::fcntl(greedy, F_SETFL, O_NONBLOCK), 0);
+  size_t sent = 0;
+  while (sent < flood.size()) {
+    ssize_t n = ::send(greedy, flood.data() + sent, flood.size() - sent, MSG_NOSIGNAL);
+    if (n <= 0) break;  // its buffer is full: the rest would wait for the server anyway
+    sent += static_cast<size_t>(n);
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));  // the server is busy with it now
+  auto t0 = std::chrono::steady_clock::now();
+  auto r = control_request(path, {{"cmd", "status"}}, 2000);
+  auto waited = std::chrono::steady_clock::now() - t0;
+  ASSERT_TRUE(r.has_value()) << r.error().message;
+  EXPECT_LT(waited, std::chrono::milliseconds(300));
+  done = true;
+  serving.join();
+  ::close(greedy);
+  std::filesystem::remove_all(tmpl);
+}
+
+}  // namespace
+
+namespace {
+
+// A second manager must not take what a running one owns; the status of the
+// running one says what that is.
+TEST(SharedResources, ANicANamespaceOrAMacOfAnotherManagerIsNamed) {
+  auto mine = ng::manager::parse_config(R"(
+[manager]
+state_dir = "/run/nicguard/two"
+[[driver]]
+name = "a"
+nic = "eth1"
+[[driver]]
+name = "b"
+nic = "eth2"
+[[app]]
+name = "web"
+mac = "02:00:00:00:01:01"
+ipv4 = ["10.0.0.2/24"]
+)",
+                                        "two.toml");
+  ASSERT_TRUE(mine) << mine.error().message;
+  json other = {{"drivers", {{{"nic", "eth9"}, {"netns", "ng-drv-x"}}}},
+                {"apps", {{{"mac", "02:00:00:00:09:09"}, {"netns", "ng-app-db"}}}}};
+  EXPECT_EQ(ng::manager::shared_resource(*mine, other), "");
+  other["drivers"][0]["nic"] = "eth2";
+  EXPECT_EQ(ng::manager::shared_resource(*mine, other), "NIC 'eth2' (driver b)");
+  other["drivers"][0]["nic"] = "eth9";
+  other["apps"][0]["mac"] = "02:00:00:00:01:01";
+  EXPECT_EQ(ng::manager::shared_resource(*mine, other), "MAC 02:00:00:00:01:01 (app web)");
+  other["apps"][0]["mac"] = "02:00:00:00:09:09";
+  other["apps"][0]["netns"] = "ng-app-web";
+  EXPECT_EQ(ng::manager::shared_resource(*mine, other), "network namespace 'ng-app-web' (app web)");
 }
 
 }  // namespace
