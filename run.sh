@@ -18,6 +18,8 @@ PACKAGES=(
   libnl-3-dev libnl-route-3-dev libseccomp-dev libcap-dev libbpf-dev libxdp-dev
   libtomlplusplus-dev libcli11-dev nlohmann-json3-dev libspdlog-dev libfmt-dev libexpected-dev libcurl4-openssl-dev
   libsystemd-dev
+  # the package's man pages, made from the command line's help
+  help2man
   # tests and micro-benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
   # lab, demo and bench: namespaces, links, traffic generators, services

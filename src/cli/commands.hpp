@@ -17,6 +17,7 @@ void add_probe_command(CLI::App& app, int& exit_code);     // src/probe/command.
 void add_demo_command(CLI::App& app, int& exit_code);      // src/cli/demo.cpp
 void add_inject_command(CLI::App& app, int& exit_code);    // src/inject/command.cpp
 void add_campaign_command(CLI::App& app, int& exit_code);  // src/campaign/command.cpp
+void add_completion_command(CLI::App& app, int& exit_code);  // src/cli/completion.cpp
 // --realtime-priority N for the commands that build a lab (lab up, bench,
 // campaign, demo): the lab config's [manager] realtime_priority; -1 leaves
 // the default.

@@ -19,6 +19,7 @@ int main(int argc, char** argv) {
   ng::cli::add_demo_command(app, exit_code);
   ng::cli::add_inject_command(app, exit_code);
   ng::cli::add_campaign_command(app, exit_code);
+  ng::cli::add_completion_command(app, exit_code);  // last: it lists the others
   CLI11_PARSE(app, argc, argv);
   return exit_code;
 }

@@ -9,8 +9,10 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <sstream>
 
 #include <fmt/format.h>
 #include <gtest/gtest.h>
@@ -204,6 +206,36 @@ TEST(Service, TheUnitFilePassesSystemdAnalyzeVerify) {
   auto r = run(fmt::format("systemd-analyze verify {}", quote(path)));
   EXPECT_TRUE(r.ok()) << r.describe();
   EXPECT_EQ(r.err, "") << r.describe();
+}
+
+// The Debian package holds what a host needs: the binary, the unit, the
+// example config (a conffile, and a valid one), a man page per command and
+// bash completion, with the libraries' packages as its dependencies.
+TEST(Package, TheDebHoldsTheBinaryTheUnitTheConfigAndAManPagePerCommand) {
+  auto check = run(fmt::format("{} manager --check -c {}/dist/nicguard.toml", quote(kNicguard), NICGUARD_SOURCE_DIR));
+  EXPECT_TRUE(check.ok()) << check.describe();
+  auto built = run(fmt::format("cmake --build {} --target package", quote(NICGUARD_BUILD_DIR)), 600s);
+  ASSERT_TRUE(built.ok()) << built.describe();
+  std::string deb;
+  for (const auto& e : std::filesystem::directory_iterator(NICGUARD_BUILD_DIR)) {
+    if (e.path().extension() == ".deb") deb = e.path().string();
+  }
+  ASSERT_FALSE(deb.empty()) << built.describe();
+  auto list = run(fmt::format("dpkg-deb -c {}", quote(deb)));
+  ASSERT_TRUE(list.ok()) << list.describe();
+  std::vector<std::string> want = {"./usr/sbin/nicguard", "./usr/lib/systemd/system/nicguard.service",
+                                   "./etc/nicguard/nicguard.toml", "./usr/share/man/man8/nicguard.8",
+                                   "./usr/share/bash-completion/completions/nicguard"};
+  auto commands = run(fmt::format("{} completion --commands", quote(kNicguard)));
+  ASSERT_TRUE(commands.ok()) << commands.describe();
+  std::istringstream names(commands.out);
+  for (std::string c; names >> c;) want.push_back("./usr/share/man/man8/nicguard-" + c + ".8");
+  EXPECT_GE(want.size(), 15u);  // status, inject, lab, campaign, ... each have a page
+  for (const auto& path : want) EXPECT_NE(list.out.find(" " + path + "\n"), std::string::npos) << path << "\n" << list.out;
+  auto info = run(fmt::format("dpkg-deb -I {}", quote(deb)));
+  EXPECT_NE(info.out.find("conffiles"), std::string::npos) << info.out;
+  EXPECT_NE(info.out.find("libsystemd0"), std::string::npos) << info.out;
+  EXPECT_NE(info.out.find("libnl-route-3-200"), std::string::npos) << info.out;
 }
 
 }  // namespace
