@@ -505,6 +505,8 @@ struct Path {
   double tcp_bytes = 0;
   double tcp_cpu_s = 0;
   double spare_cpu_s = 0;
+  double spare_wall_s = 0;  // the windows the spare lived through
+  bool spare_lost = false;  // it ended in a window: its CPU time is gone with it
   double wall_s = 0;  // time spent measuring this path
 };
 
@@ -516,8 +518,16 @@ class Window {
       : t0_(Clock::now()), cpu0_(tree_cpu_s(watched(p))), spare0_(tree_cpu_s(spare(p))) {}
   void close(Path& p, double& cpu_s) {
     cpu_s += tree_cpu_s(watched(p)) - cpu0_;
-    p.spare_cpu_s += tree_cpu_s(spare(p)) - spare0_;
-    p.wall_s += since(t0_);
+    double wall = since(t0_);
+    // A spare that ended meanwhile reads as less CPU than at the start.
+    double spare_s = tree_cpu_s(spare(p)) - spare0_;
+    if (spare_s >= 0) {
+      p.spare_cpu_s += spare_s;
+      p.spare_wall_s += wall;
+    } else {
+      p.spare_lost = true;
+    }
+    p.wall_s += wall;
   }
 
  private:
@@ -727,7 +737,12 @@ Result<BenchResult> measure(const lab::Lab& lab, const BenchOptions& o) {
   }
   r.direct = direct.result;
   r.nicguard = ng.result;
-  r.spare_cpu_percent = ng.wall_s > 0 ? ng.spare_cpu_s / ng.wall_s * 100.0 : 0;
+  r.spare_cpu_percent = ng.spare_wall_s > 0 ? ng.spare_cpu_s / ng.spare_wall_s * 100.0 : 0;
+  if (ng.spare_lost) {
+    r.warnings.push_back(fmt::format("the spare driver domain ended during a test: spare_cpu_percent covers "
+                                     "only the {:.0f} s of {:.0f} s it lived through",
+                                     ng.spare_wall_s, ng.wall_s));
+  }
   return r;
 }
 

@@ -34,8 +34,9 @@ void add_manager(CLI::App& app, int& exit_code) {
   sub->footer(
       "Sets up the driver and app namespaces, starts and restarts the driver domains and\n"
       "frontends and serves the control socket. SIGTERM, SIGINT or {\"cmd\":\"shutdown\"} stop\n"
-      "it and undo its changes. Exit status: 0 after a clean stop, 1 when it could not start,\n"
-      "2 for a bad configuration (nothing is touched then).");
+      "it and undo its changes; SIGUSR2 ends it and leaves every domain serving, for the next\n"
+      "manager on the same config to adopt. Exit status: 0 after a clean stop, 1 when it could\n"
+      "not start, 2 for a bad configuration (nothing is touched then), 3 after SIGUSR2.");
   sub->add_option("-c,--config", opts->config, "configuration file (TOML, see docs/config.md)")
       ->required();
   sub->add_flag("--check", opts->check, "only validate the configuration and exit");

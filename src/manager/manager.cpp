@@ -229,6 +229,7 @@ Status Manager::setup_signals() {
   sigaddset(&set, SIGTERM);
   sigaddset(&set, SIGINT);
   sigaddset(&set, SIGHUP);
+  sigaddset(&set, SIGUSR2);
   if (::sigprocmask(SIG_BLOCK, &set, &child_mask_) != 0) return fail_errno("sigprocmask");
   signal_fd_.reset(::signalfd(-1, &set, SFD_NONBLOCK | SFD_CLOEXEC));
   if (!signal_fd_) return fail_errno("signalfd");
@@ -625,6 +626,13 @@ Status Manager::run() {
     service_tick();
   }
   notifier_.stopping();
+  if (leaving_) {
+    // As a crash would, but on purpose: children, namespaces and NICs stay
+    // as they are, and owned.json tells the next manager what to undo.
+    event("manager-leave", nullptr, {{"children", children_.size()}});
+    torn_down_ = true;
+    return {};
+  }
   teardown();
   return {};
 }
@@ -654,6 +662,13 @@ void Manager::service_tick() {
 void Manager::handle_signal() {
   signalfd_siginfo si{};
   while (::read(signal_fd_.get(), &si, sizeof(si)) == sizeof(si)) {
+    if (si.ssi_signo == SIGUSR2) {
+      spdlog::info("manager: SIGUSR2 from pid {}: leaving the domains serving for the next manager "
+                   "to adopt", si.ssi_pid);
+      leaving_ = true;
+      stopping_ = true;
+      continue;
+    }
     if (si.ssi_signo == SIGHUP) {
       spdlog::info("manager: SIGHUP ignored (config reload is not supported; restart the manager)");
       continue;
@@ -1253,7 +1268,7 @@ int run_manager(const std::string& config_path, bool check_only) {
                   s.error().message);
     return 1;
   }
-  return 0;
+  return (*manager)->left_serving() ? kExitLeftServing : 0;
 }
 
 }  // namespace ng::manager

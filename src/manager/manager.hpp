@@ -97,6 +97,8 @@ class Manager {
   Status run();
 
   nlohmann::json status_json();
+  // The run ended on SIGUSR2: the domains serve on, for the next manager.
+  bool left_serving() const { return leaving_; }
 
  private:
   explicit Manager(Config config);
@@ -178,6 +180,7 @@ class Manager {
   bool ready_ = false;             // every app domain has had an active driver domain
   uint64_t next_ready_check_ns_ = 0;
   bool stopping_ = false;
+  bool leaving_ = false;  // SIGUSR2: exit and leave every domain serving
   bool torn_down_ = false;
   uint64_t started_mono_ns_ = 0;
   uint64_t fences_ = 0;
@@ -188,6 +191,10 @@ class Manager {
 };
 
 // The body of `nicguard manager -c FILE`: returns the process exit status.
+// The exit status of a manager that SIGUSR2 ended: its domains serve on, and
+// the unit's RestartForceExitStatus starts the next manager, which adopts
+// them (an upgrade of the manager without a pause in the traffic).
+inline constexpr int kExitLeftServing = 3;
 int run_manager(const std::string& config_path, bool check_only);
 
 }  // namespace ng::manager

@@ -11,6 +11,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <future>
 #include <iterator>
 #include <sstream>
 
@@ -188,6 +189,54 @@ TEST(Service, TheManagerSaysReadyPetsTheWatchdogAndSaysStopping) {
   ::kill(manager.pid(), SIGTERM);
   EXPECT_FALSE(systemd.until("STOPPING=1", 10s).empty()) << manager.err();
   auto r = manager.finish(30s);
+  EXPECT_EQ(r.exit_code, 0) << r.describe();
+}
+
+// SIGUSR2 ends the manager and leaves every domain serving; the next
+// manager on the same config adopts them. A TCP transfer across both does
+// not notice (the upgrade of the manager in place, RestartForceExitStatus=3).
+TEST(Service, SigusrTwoLeavesTheDomainsServingForTheNextManager) {
+  LabGuard lab;
+  ASSERT_TRUE(lab.ok()) << lab.error();
+  TempDir dir("ng-it-usr2");
+  std::string why;
+  auto file = make_random_file(dir.path(), uint64_t{24} << 20, &why);
+  ASSERT_TRUE(file) << why;
+  auto before = lab.status();
+  ASSERT_TRUE(before) << lab.error();
+  const auto& app = lab.apps().at(0);
+  auto transfer = std::async(std::launch::async, [&] {
+    return tcp_transfer(lab.ext_ns(), app.netns, app.ipv4, 5331, *file, 60s, uint64_t{6} << 20);
+  });
+  std::this_thread::sleep_for(1s);
+  ASSERT_EQ(::kill(lab.manager_pid(), SIGUSR2), 0);
+  EXPECT_TRUE(wait_until([&] { return !process_alive(lab.manager_pid()); }, 10s));
+  std::vector<pid_t> pids;
+  for (const char* table : {"drivers", "apps"}) {
+    for (const auto& d : before->at(table)) pids.push_back(d.value("pid", 0));
+  }
+  for (pid_t p : pids) EXPECT_TRUE(process_alive(p)) << "pid " << p << " did not outlive the manager";
+  size_t seen = read_events(lab).size();
+  Background next(fmt::format("exec {} manager -c {}", quote(kNicguard), quote(lab.config())));
+  nlohmann::json after;
+  EXPECT_TRUE(wait_until(
+      [&] {
+        auto s = lab.status();
+        if (!s) return false;
+        after = *s;
+        return true;
+      },
+      10s))
+      << next.err();
+  std::vector<pid_t> now;
+  for (const char* table : {"drivers", "apps"}) {
+    for (const auto& d : after.value(table, nlohmann::json::array())) now.push_back(d.value("pid", 0));
+  }
+  EXPECT_EQ(now, pids) << "the next manager did not adopt every domain\n" << event_lines(lab);
+  EXPECT_TRUE(has_event(lab, seen, {{"event", "adopt"}})) << event_lines(lab);
+  auto t = transfer.get();
+  EXPECT_TRUE(t.ok) << t.detail << event_lines(lab);
+  auto r = next.stop();
   EXPECT_EQ(r.exit_code, 0) << r.describe();
 }
 
