@@ -558,7 +558,58 @@ struct Parser {
 
 }  // namespace
 
+namespace {
+
+// Where a byte outside ASCII stands outside a string or a comment, as
+// "LINE:COLUMN: byte 0xEF", or "". TOML allows such bytes only there, and
+// the parser this build uses (toml++ 3.3.0) reaches undefined behaviour on
+// some of them (EF BB AF at the start of a file, for one), so they are
+// refused before it sees them. A UTF-8 byte-order mark at the start is fine.
+std::string stray_non_ascii(std::string_view t) {
+  size_t i = t.rfind("\xEF\xBB\xBF", 0) == 0 ? 3 : 0;
+  size_t line = 1, column = 1;
+  enum { code, comment, basic, literal, ml_basic, ml_literal } in = code;
+  auto starts = [&](std::string_view s) { return t.substr(i, s.size()) == s; };
+  while (i < t.size()) {
+    unsigned char c = static_cast<unsigned char>(t[i]);
+    size_t step = 1;
+    if (in == code) {
+      if (c >= 0x80) return fmt::format("{}:{}: byte {:#04x}", line, column, c);
+      if (c == '#') in = comment;
+      else if (starts("\"\"\"")) in = ml_basic, step = 3;
+      else if (starts("'''")) in = ml_literal, step = 3;
+      else if (c == '"') in = basic;
+      else if (c == '\'') in = literal;
+    } else if (in == comment) {
+      if (c == '\n') in = code;
+    } else if (in == basic || in == ml_basic) {
+      if (c == '\\') step = 2;  // an escape: the next byte cannot end the string
+      else if (in == ml_basic && starts("\"\"\"")) in = code, step = 3;
+      else if (in == basic && (c == '"' || c == '\n')) in = code;
+    } else if (in == ml_literal ? starts("'''") : (c == '\'' || c == '\n')) {
+      step = in == ml_literal ? 3 : 1;
+      in = code;
+    }
+    for (size_t k = 0; k < step && i < t.size(); ++k, ++i) {
+      if (t[i] == '\n') {
+        ++line;
+        column = 1;
+      } else {
+        ++column;
+      }
+    }
+  }
+  return "";
+}
+
+}  // namespace
+
 Result<Config> parse_config(std::string_view text, std::string_view origin) {
+  if (auto where = stray_non_ascii(text); !where.empty()) {
+    return fail("{}:{} outside a string or a comment: TOML allows non-ASCII bytes only inside "
+                "strings and comments; remove it (an editor may have saved an odd byte-order mark)",
+                origin, where);
+  }
   toml::table root;
 #if TOML_EXCEPTIONS
   try {

@@ -129,9 +129,13 @@ Result<uint32_t> Consumer::available() {
   uint32_t ready = prod_ - cons_;
   if (ready != 0) return ready;
   uint32_t seen = ring_.control->prod.value.load(std::memory_order_acquire);
-  if (seen - done_ > ring_.slots) {
-    return fail("peer moved its producer index to {}: {} frames beyond the {} slots", seen,
-                seen - done_, ring_.slots);
+  // Valid: from what was taken (cons) to what was finished plus the ring
+  // (done + slots). Measured from cons, so that an index moved back behind
+  // frames taken but not finished wraps to a huge distance and is refused.
+  if (seen - cons_ > done_ + ring_.slots - cons_) {
+    return fail("peer moved its producer index to {}: it must stay from {} (taken) to {} (finished "
+                "plus the {} slots)",
+                seen, cons_, done_ + ring_.slots, ring_.slots);
   }
   prod_ = seen;
   return prod_ - cons_;

@@ -412,3 +412,27 @@ TEST(Config, BadDriverVmSettingsAreNamed) {
   EXPECT_THAT(e, HasSubstr("driver[1].vm.image_dir"));
   EXPECT_THAT(e, HasSubstr("driver[1].vm.colour"));
 }
+
+// toml++ 3.3.0 reaches undefined behaviour on some non-ASCII bytes outside
+// strings; they are refused before it parses, with where they are.
+TEST(Config, NonAsciiOutsideStringsAndCommentsIsRefusedFirst) {
+  const std::string good = "[manager]\nstate_dir = \"/run/ng\"\n[[driver]]\nname = \"a\"\nnic = \"eth1\"\n"
+                           "[[driver]]\nname = \"b\"\nnic = \"eth2\"\n";
+  auto bad = parse_config("\xEF\xBB\xAF" + good, "bom.toml");
+  ASSERT_FALSE(bad);
+  EXPECT_THAT(bad.error().message, HasSubstr("bom.toml:1:1: byte 0xef outside a string or a comment"));
+  auto later = parse_config(good + "x = 1 \xC3\xA9\n", "later.toml");
+  ASSERT_FALSE(later);
+  EXPECT_THAT(later.error().message, HasSubstr("later.toml:9:7: byte 0xc3"));
+  // Inside strings and comments, and a real byte-order mark: fine.
+  EXPECT_TRUE(parse_config("\xEF\xBB\xBF" + good, "ok.toml")) << "a UTF-8 byte-order mark";
+  auto commented = parse_config("# caf\xC3\xA9\n" + good, "c.toml");
+  EXPECT_TRUE(commented) << commented.error().message;
+  std::string in_string = good;
+  in_string.replace(in_string.find("\"eth1\""), 6, "\"\xC3\xA9th1\\\"x\"");
+  auto s = parse_config(in_string, "s.toml");
+  ASSERT_FALSE(s);  // a valid parse, refused later for the odd NIC name, not for the byte
+  EXPECT_THAT(s.error().message, Not(HasSubstr("outside a string")));
+  auto ml = parse_config("a = '''\n\xC3\xA9'''\nb = \"\"\"\xC3\xA9\"\"\"\n" + good, "ml.toml");
+  EXPECT_THAT(ml ? std::string() : ml.error().message, Not(HasSubstr("outside a string")));
+}

@@ -150,6 +150,24 @@ TEST(RingValidation, ProducerIndexBeyondRingIsViolation) {
   EXPECT_EQ(*c.available(), 8u);
 }
 
+// A producer index moved back behind frames taken but not finished (take and
+// finish split, as ring.hpp allows) once made available() 2^32-2.
+TEST(RingValidation, ProducerIndexMovedBackBehindTakenFramesIsViolation) {
+  Region r(64);
+  auto* h = reinterpret_cast<ring::RegionHeader*>(r.mem);
+  ring::Consumer c(ring::rx_ring(r.mem, r.layout));
+  h->rx.prod.value = 2;
+  ASSERT_EQ(*c.available(), 2u);
+  c.take(2);
+  h->rx.prod.value = 0;
+  auto a = c.available();
+  ASSERT_FALSE(a) << "available() = " << *a;
+  EXPECT_NE(a.error().message.find("from 2 (taken)"), std::string::npos) << a.error().message;
+  c.finish(2);
+  h->rx.prod.value = 66;  // finished 2, plus the 64 slots: just fits
+  EXPECT_EQ(*c.available(), 64u);
+}
+
 TEST(RingValidation, DoneIndexOutsideWindowIsViolation) {
   Region r(8);
   auto* h = reinterpret_cast<ring::RegionHeader*>(r.mem);
