@@ -777,8 +777,8 @@ class Frontend {
     void* p = b.region.data();
     b.layout = *layout;
     b.header = ring::init_region(p, *layout);
-    b.tx = ring::Producer(ring::tx_ring(p, *layout));
-    b.rx = ring::Consumer(ring::rx_ring(p, *layout));
+    b.tx = ring::Producer(ring::tx_ring(p, *layout), ring::kFresh);
+    b.rx = ring::Consumer(ring::rx_ring(p, *layout), ring::kFresh);
     UniqueFd theirs;
     if (auto st = ring::make_doorbell(b.doorbell, theirs); !st) return st;
     epoll_event ev{EPOLLIN, {.u64 = tag(tag_kick, b.index)}};

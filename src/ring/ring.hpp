@@ -124,12 +124,20 @@ struct RingRef {
 RingRef tx_ring(void* base, const Layout& layout);
 RingRef rx_ring(void* base, const Layout& layout);
 
+// The side that just ran init_region() starts from the indices it wrote
+// (all zero), never from the shared memory: a stale mapping of the region
+// could have written anything there since, and hold()/replay() would walk
+// whatever in_flight() then says.
+struct Fresh {};
+inline constexpr Fresh kFresh{};
+
 // Producer side of one ring. fill slots with slot(i)/set(i), publish(n) once
 // per batch. Slots come back when the consumer advances `done`.
 class Producer {
  public:
   Producer() = default;
-  explicit Producer(RingRef ring);
+  explicit Producer(RingRef ring);  // attaching: the indices as the region holds them
+  Producer(RingRef ring, Fresh) : ring_(ring) {}
 
   // Free slots, refreshing the cached peer index only when needed.
   // A `done` index outside [old done, prod] is a protocol violation.
@@ -169,6 +177,7 @@ class Consumer {
  public:
   Consumer() = default;
   explicit Consumer(RingRef ring);
+  Consumer(RingRef ring, Fresh) : ring_(ring) {}
 
   // Frames ready to read. prod - cons beyond the ring size is a protocol violation.
   Result<uint32_t> available();

@@ -168,6 +168,22 @@ TEST(RingValidation, ProducerIndexMovedBackBehindTakenFramesIsViolation) {
   EXPECT_EQ(*c.available(), 64u);
 }
 
+// The side that initialised the region trusts what it wrote, not what a
+// stale mapping wrote since: nothing in flight, and a bogus prod is refused.
+TEST(RingValidation, AFreshRingStartsFromTheIndicesInitWrote) {
+  Region r(8);
+  auto* h = reinterpret_cast<ring::RegionHeader*>(r.mem);
+  h->tx.prod.value = 0x80000000u;  // written by a stale mapping after init_region()
+  h->rx.prod.value = 0x80000000u;
+  ring::Producer p(ring::tx_ring(r.mem, r.layout), ring::kFresh);
+  ring::Consumer c(ring::rx_ring(r.mem, r.layout), ring::kFresh);
+  EXPECT_EQ(p.in_flight(), 0u);
+  EXPECT_EQ(p.prod(), 0u);
+  EXPECT_FALSE(c.available());
+  ring::Producer attached(ring::tx_ring(r.mem, r.layout));
+  EXPECT_EQ(attached.in_flight(), 0x80000000u);  // what the old constructor would have walked
+}
+
 TEST(RingValidation, DoneIndexOutsideWindowIsViolation) {
   Region r(8);
   auto* h = reinterpret_cast<ring::RegionHeader*>(r.mem);
