@@ -8,19 +8,16 @@
 #include <spdlog/spdlog.h>
 
 #include <cstring>
-#include <fstream>
 #include <sstream>
 
 #include "common/clock.hpp"
+#include "common/text.hpp"
 
 namespace ng {
 
 nlohmann::json last_event(const std::string& path, const std::function<bool(const nlohmann::json&)>& match,
                           size_t tail_bytes) {
-  std::ifstream in(path, std::ios::binary | std::ios::ate);
-  if (!in) return nullptr;
-  auto size = static_cast<size_t>(in.tellg());
-  in.seekg(static_cast<std::streamoff>(size > tail_bytes ? size - tail_bytes : 0));
+  std::istringstream in(read_tail(path, 0, tail_bytes));
   nlohmann::json found = nullptr;
   for (std::string line; std::getline(in, line);) {
     auto e = nlohmann::json::parse(line, nullptr, false);

@@ -5,7 +5,6 @@
 
 #include "cli/commands.hpp"
 #include "inject/inject.hpp"
-#include "manager/config.hpp"
 #include "manager/locate.hpp"
 #include "manager/control.hpp"
 
@@ -32,27 +31,15 @@ int run(const InjectOptions& o) {
                ng::inject::fault_list());
     return 2;
   }
-  std::string socket = o.socket;
-  if (socket.empty() && o.config.empty()) {
-    auto only = ng::manager::only_running_manager();
-    if (!only) {
-      fmt::print(stderr, "nicguard inject: {}\n", only.error().message);
-      return 2;
-    }
-    socket = only->socket;
-  }
-  if (socket.empty()) {
-    auto config = ng::manager::load_config(o.config);
-    if (!config) {
-      fmt::print(stderr, "nicguard inject: {}\n", config.error().message);
-      return 2;
-    }
-    socket = config->control_socket;
+  auto socket = ng::manager::control_socket_for(o.socket, o.config);
+  if (!socket) {
+    fmt::print(stderr, "nicguard inject: {}\n", socket.error().message);
+    return 2;
   }
   nlohmann::json request{{"cmd", "inject"}, {"domain", o.domain}, {"fault", o.fault}};
   if (o.seed) request["seed"] = *o.seed;
   // A regflip into a driver VM waits up to 5 s for its breakpoint.
-  auto answer = ng::manager::control_request(socket, request, o.fault == "regflip" ? 10000 : 2000);
+  auto answer = ng::manager::control_request(*socket, request, o.fault == "regflip" ? 10000 : 2000);
   if (!answer) {
     fmt::print(stderr, "nicguard inject: {}\n", answer.error().message);
     return 1;

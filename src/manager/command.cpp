@@ -47,26 +47,13 @@ void add_manager(CLI::App& app, int& exit_code) {
 }
 
 void print_status(const StatusOptions& o, int& exit_code) {
-  std::string socket = o.socket;
-  if (socket.empty() && o.config.empty()) {
-    auto only = ng::manager::only_running_manager();
-    if (!only) {
-      fmt::print(stderr, "nicguard status: {}\n", only.error().message);
-      exit_code = 2;
-      return;
-    }
-    socket = only->socket;
+  auto socket = ng::manager::control_socket_for(o.socket, o.config);
+  if (!socket) {
+    fmt::print(stderr, "nicguard status: {}\n", socket.error().message);
+    exit_code = 2;
+    return;
   }
-  if (socket.empty()) {
-    auto config = ng::manager::load_config(o.config);
-    if (!config) {
-      fmt::print(stderr, "nicguard status: {}\n", config.error().message);
-      exit_code = 2;
-      return;
-    }
-    socket = config->control_socket;
-  }
-  auto answer = ng::manager::control_request(socket, {{"cmd", "status"}}, o.timeout_ms);
+  auto answer = ng::manager::control_request(*socket, {{"cmd", "status"}}, o.timeout_ms);
   if (!answer) {
     fmt::print(stderr, "nicguard status: {}\n", answer.error().message);
     exit_code = 1;

@@ -66,6 +66,18 @@ Result<RunningManager> only_running_manager(const std::string& run_dir) {
   return fail("{} managers are running; say which with -s SOCKET (or -c FILE):{}", all.size(), list);
 }
 
+Result<std::string> control_socket_for(const std::string& socket, const std::string& config) {
+  if (!socket.empty()) return socket;
+  if (!config.empty()) {
+    auto c = load_config(config);
+    if (!c) return tl::unexpected(c.error());
+    return c->control_socket;
+  }
+  auto only = only_running_manager();
+  if (!only) return tl::unexpected(only.error());
+  return only->socket;
+}
+
 std::string shared_resource(const Config& mine, const nlohmann::json& other) {
   auto names = [&](const char* table, const char* key) {
     std::vector<std::string> out;

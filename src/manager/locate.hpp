@@ -31,6 +31,10 @@ std::vector<RunningManager> running_managers(const std::string& run_dir = kRunDi
 // or name one of those listed.
 Result<RunningManager> only_running_manager(const std::string& run_dir = kRunDir);
 
+// The control socket a command talks to: `socket` (-s) if given, else the
+// one `config` (-c) names, else the only running manager's.
+Result<std::string> control_socket_for(const std::string& socket, const std::string& config);
+
 // What `mine` would take that the running manager `other` (its status)
 // already owns: a NIC, a network namespace, an app MAC; "" when nothing.
 std::string shared_resource(const Config& mine, const nlohmann::json& other);

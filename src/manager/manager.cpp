@@ -61,21 +61,8 @@ uint64_t wall_coarse_ns() {
   return static_cast<uint64_t>(ts.tv_sec) * 1'000'000'000ULL + static_cast<uint64_t>(ts.tv_nsec);
 }
 
-// A log from `offset` on, at most its last 64 KiB: enough for the error a
-// domain ends with, bounded whatever a domain wrote.
-std::string read_from(const std::string& path, uint64_t offset) {
-  constexpr uint64_t kMaxTail = 64 * 1024;
-  std::ifstream in(path, std::ios::binary | std::ios::ate);
-  if (!in) return "";
-  auto size = static_cast<uint64_t>(in.tellg());
-  if (size <= offset) return "";
-  offset = std::max(offset, size > kMaxTail ? size - kMaxTail : 0);
-  in.seekg(static_cast<std::streamoff>(offset));
-  std::string out(size - offset, '\0');
-  in.read(out.data(), static_cast<std::streamsize>(out.size()));
-  out.resize(static_cast<size_t>(in.gcount()));
-  return out;
-}
+// Enough of a domain's log for the error it ends with, bounded whatever it wrote.
+constexpr uint64_t kLogTailBytes = 64 * 1024;
 
 std::vector<std::string> read_cmdline(pid_t pid) {
   std::ifstream in(fmt::format("/proc/{}/cmdline", pid), std::ios::binary);
@@ -696,7 +683,7 @@ void Manager::on_child_exit(Child& c) {
   uint64_t up = mono_ns() - c.started_mono_ns;
   // The domain's own words say why, where it logged an error; its exit
   // status alone ("exited with status 1") says nothing a user can act on.
-  std::string why = last_logged_error(read_from(config_.path(c.domain() + ".log"), c.log_start));
+  std::string why = last_logged_error(read_tail(config_.path(c.domain() + ".log"), c.log_start, kLogTailBytes));
   std::string reason = why.empty() ? status : fmt::format("{} ({})", why, status);
   bool again = reason == c.last_failure;
   if (!stopping_) {
