@@ -17,6 +17,7 @@
 #include <fmt/format.h>
 
 #include "common/fd.hpp"
+#include "common/file.hpp"
 #include "probe/probe.hpp"
 
 namespace ng::campaign {
@@ -966,37 +967,8 @@ Status make_dirs(const std::string& dir) {
   return {};
 }
 
-Status write_all(int fd, std::string_view content, const std::string& path) {
-  while (!content.empty()) {
-    ssize_t n = ::write(fd, content.data(), content.size());
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      return fail("cannot write {}: {}; check the disk has room", path, std::strerror(errno));
-    }
-    content.remove_prefix(static_cast<size_t>(n));
-  }
-  return {};
-}
-
-// Via a temporary name, so a reader (or a browser reloading) never sees half a file.
 Status write_file(const std::string& path, std::string_view content) {
-  std::string tmp = path + ".tmp";
-  UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
-  if (!fd) {
-    return fail("cannot create {}: {}; check the directory's permissions", tmp,
-                std::strerror(errno));
-  }
-  if (auto st = write_all(fd.get(), content, tmp); !st) {
-    ::unlink(tmp.c_str());
-    return st;
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    auto err = fail("cannot rename {} to {}: {}; check the directory's permissions", tmp, path,
-                    std::strerror(errno));
-    ::unlink(tmp.c_str());
-    return err;
-  }
-  return {};
+  return write_file_atomic(path, content, 0644);
 }
 
 }  // namespace

@@ -9,7 +9,7 @@ namespace ng::cli {
 
 void add_driver_command(CLI::App& app, int& exit_code);    // src/driver/command.cpp
 void add_front_command(CLI::App& app, int& exit_code);     // src/frontend/command.cpp
-void add_manager_commands(CLI::App& app, int& exit_code);  // src/manager/command.cpp: manager, status
+void add_manager_commands(CLI::App& app, int& exit_code);  // src/manager/command.cpp: manager, status, reload
 void add_events_command(CLI::App& app, int& exit_code);    // src/manager/events_command.cpp (via add_manager_commands)
 void add_lab_command(CLI::App& app, int& exit_code);       // src/lab/command.cpp
 void add_bench_command(CLI::App& app, int& exit_code);     // src/bench/command.cpp

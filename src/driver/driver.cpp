@@ -5,6 +5,9 @@
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/mman.h>
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23  // Linux 5.14
+#endif
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -45,6 +48,8 @@ constexpr unsigned kBatch = 32;
 constexpr uint32_t kRxBufSize = 65536 + 256;
 constexpr uint32_t kMinFrame = kVnetHdrLen + 14;
 constexpr uint64_t kControlPollNs = 1'000'000;
+// A new frontend's ring region is mapped in this much per pass (populate()).
+constexpr size_t kPopulateSlice = size_t{2} << 20;
 constexpr unsigned kControlPerPass = 1;
 constexpr unsigned kNicBatches = 4;
 constexpr uint64_t kProbeBroadcastEvery = 512;
@@ -58,7 +63,7 @@ enum Tag : uint32_t { tag_nic = 1, tag_listen = 2, tag_sock = 3, tag_kick = 4, t
 uint64_t tag(Tag t, uint32_t id) { return uint64_t{t} << 32 | id; }
 
 struct Connection {
-  enum class State { awaiting_hello, awaiting_setup, ready };
+  enum class State { awaiting_hello, awaiting_setup, populating, ready };
   uint32_t id = 0;
   UniqueFd sock;
   State state = State::awaiting_hello;
@@ -66,6 +71,8 @@ struct Connection {
   Mac mac{};
   proto::Role role = proto::Role::spare;
   Mapping region;
+  ring::Layout layout;
+  size_t populated = 0;  // bytes of the region mapped in so far (State::populating)
   UniqueFd doorbell;  // our end: the frontend's kicks arrive here, ours leave here
   ring::RegionHeader* header = nullptr;
   ring::Producer rx;
@@ -121,6 +128,7 @@ class Driver {
       unsigned work = poll_nic(f) +
                       (f == Fault::stall_tx ? 0 : poll_tx(f == Fault::drop));
       probe_path(f, probe_frames_ != 0);
+      populate_due();
       if (vm_ && !watch_guest(f)) return 1;
       // A probe is no traffic: busy-polling after one would cost an idle
       // domain 5% of a core at a probe every millisecond.
@@ -363,7 +371,7 @@ class Driver {
       uint64_t due = next > now ? next - now : 0;
       timeout_ms = std::min<int>(timeout_ms, static_cast<int>((due + 999'999) / 1'000'000));
     }
-    auto ok = handle_events(pending ? 0 : timeout_ms);
+    auto ok = handle_events(pending || populating_ != 0 ? 0 : timeout_ms);
     for (auto& c : conns_) {
       if (c && c->header) ring::cancel_sleep(c->header->driver_sleeping);
     }
@@ -575,6 +583,44 @@ class Driver {
     c.doorbell = std::move(fds[1]);
     c.mac = s.mac;
     c.role = s.role;
+    c.layout = *layout;
+    c.state = Connection::State::populating;
+    ++populating_;
+    return populate(c);
+  }
+
+  // A new frontend's region (tens of MB) is mapped in a slice per pass, not
+  // at once: MAP_POPULATE of the whole region held this loop, and every
+  // other app's traffic, for 20 ms and more on a loaded host. Populated
+  // before the SetupAck all the same: a spare's first use is a failover,
+  // and faulting in thousands of pages then would stall its first passes.
+  Status populate(Connection& c) {
+    size_t end = std::min(c.populated + kPopulateSlice, c.region.size());
+    enter_nic_call();
+    int rc = ::madvise(c.region.bytes() + c.populated, end - c.populated, MADV_POPULATE_WRITE);
+    beat();
+    // EINVAL: a kernel before 5.14; the pages fault in on first use instead.
+    if (rc != 0 && errno != EINVAL) return fail_errno("populating the ring region");
+    c.populated = rc == 0 ? end : c.region.size();
+    if (c.populated < c.region.size()) return {};
+    --populating_;
+    return finish_setup(c);
+  }
+
+  void populate_due() {
+    if (populating_ == 0) return;
+    for (auto& c : conns_) {
+      if (!c || c->state != Connection::State::populating) continue;
+      if (auto st = populate(*c); !st) drop(*c, st.error().message);
+    }
+  }
+
+  Status finish_setup(Connection& c) {
+    auto h = ring::attach_region(c.region.data(), c.region.size(), c.layout);
+    if (!h) return tl::unexpected(h.error());
+    c.header = *h;
+    c.rx = ring::Producer(ring::rx_ring(c.region.data(), c.layout));
+    c.tx = ring::Consumer(ring::tx_ring(c.region.data(), c.layout));
     c.state = Connection::State::ready;
     c.header->passes.value.store(passes_, std::memory_order_release);
     c.header->rx_overruns.value.store(overruns_, std::memory_order_release);
@@ -596,18 +642,9 @@ class Driver {
     if (::fstat(memfd, &st) != 0 || static_cast<size_t>(st.st_size) < layout.region_size) {
       return fail("ring region is smaller than the negotiated layout");
     }
-    // Populated at connection time, not on first use: a spare's first use
-    // is a failover, and faulting in a few thousand pages then would stall
-    // its first passes for milliseconds.
-    void* p = ::mmap(nullptr, layout.region_size, PROT_READ | PROT_WRITE,
-                     MAP_SHARED | MAP_POPULATE, memfd, 0);
+    void* p = ::mmap(nullptr, layout.region_size, PROT_READ | PROT_WRITE, MAP_SHARED, memfd, 0);
     if (p == MAP_FAILED) return fail_errno("mapping the ring region");
     c.region = Mapping(p, layout.region_size);
-    auto h = ring::attach_region(p, layout.region_size, layout);
-    if (!h) return tl::unexpected(h.error());
-    c.header = *h;
-    c.rx = ring::Producer(ring::rx_ring(p, layout));
-    c.tx = ring::Consumer(ring::tx_ring(p, layout));
     return {};
   }
 
@@ -636,6 +673,7 @@ class Driver {
     }
     ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, c.sock.get(), nullptr);
     if (c.doorbell) ::epoll_ctl(epoll_.get(), EPOLL_CTL_DEL, c.doorbell.get(), nullptr);
+    if (c.state == Connection::State::populating) --populating_;
     conns_[c.id].reset();
   }
 
@@ -817,6 +855,7 @@ class Driver {
   std::vector<std::byte> rx_bufs_;
   iovec rx_iov_[kBatch]{};
   std::vector<std::unique_ptr<Connection>> conns_;
+  unsigned populating_ = 0;  // connections in State::populating
   uint64_t heartbeat_ = 0;
   uint64_t passes_ = 0;
   uint64_t overruns_ = 0;

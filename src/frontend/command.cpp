@@ -85,6 +85,9 @@ void ng::cli::add_front_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--rx-probe-timeout-ms", opt->rx_probe_timeout_ms,
                   "Unanswered this long (and at least twice): the receive path is broken, a stall")
       ->capture_default_str();
+  cmd->add_option("--settings", opt->settings,
+                  "JSON file of the detector timeouts, overriding the four options above; reread on SIGHUP "
+                  "(the manager's reload)");
   cmd->callback(
       [=, &exit_code] { exit_code = run(*opt, *mac, *addrs, *drivers); });
 }

@@ -43,6 +43,9 @@ struct FrontendOptions {
   std::string rx_probe_target;  // IPv4 neighbour asked through the active domain; empty: no check
   uint32_t rx_probe_interval_ms = 100;
   uint32_t rx_probe_timeout_ms = 300;  // unanswered this long (and twice): the receive path is broken
+  // The four timeouts above from a file instead (frontend/settings.hpp),
+  // reread on SIGHUP; empty: the command line's, for good.
+  std::string settings;
   // The path check's question through the active, in watched time. A
   // driver VM under TCG queues frames inside its guest for tens of
   // milliseconds when it forwards at full rate, where a process domain's
@@ -51,7 +54,7 @@ struct FrontendOptions {
   ServePriority serve;  // scheduling once serving
 };
 
-// Runs until SIGTERM/SIGINT; returns the exit status.
+// Runs until SIGTERM/SIGINT (SIGHUP rereads the settings file); returns the exit status.
 int run_frontend(const FrontendOptions& options);
 
 }  // namespace ng::frontend

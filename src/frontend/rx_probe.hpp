@@ -24,6 +24,12 @@ class RxProbe {
   RxProbe(const Mac& mac, const Ipv4& sender, const Ipv4& target, uint64_t interval_ns, uint64_t timeout_ns);
 
   bool enabled() const { return interval_ns_ != 0; }
+  // New timing (a reload); a check that is off stays off.
+  void retime(uint64_t interval_ns, uint64_t timeout_ns) {
+    if (!enabled()) return;
+    interval_ns_ = interval_ns;
+    timeout_ns_ = timeout_ns;
+  }
   // A new active domain: it gets a whole timeout from now.
   void restart(uint64_t now);
   bool due(uint64_t now) const { return enabled() && now - sent_ns_ >= interval_ns_; }

@@ -140,6 +140,12 @@ class Watchdog {
   explicit Watchdog(WatchdogConfig c) : cfg_(c) {}
 
   void reset(uint64_t now, uint64_t heartbeat, uint32_t tx_done);
+  // New timeouts (a reload) for the watch in progress: a suspicion already
+  // raised is judged on them from now on.
+  void retime(uint64_t hang_timeout_ns, uint64_t stall_timeout_ns) {
+    cfg_.hang_timeout_ns = hang_timeout_ns;
+    cfg_.stall_timeout_ns = stall_timeout_ns;
+  }
   // One observation of the domain. `sample` is called only while a hang is
   // suspected. After a hang or stall verdict, detail() says why.
   Verdict check(uint64_t now, const Seen& seen, const std::function<ProcSample()>& sample);

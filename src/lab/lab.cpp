@@ -29,6 +29,7 @@
 #include "common/addr.hpp"
 #include "common/clock.hpp"
 #include "common/fd.hpp"
+#include "common/file.hpp"
 #include "common/hash.hpp"
 #include "netlink/netlink.hpp"
 #include "vm/vm.hpp"
@@ -96,15 +97,7 @@ std::vector<std::string> root_links_matching(const std::function<bool(const std:
 }
 
 Status write_file(const std::string& path, const std::string& content) {
-  auto tmp = path + ".tmp";
-  {
-    std::ofstream out(tmp, std::ios::trunc);
-    out << content;
-    out.flush();
-    if (!out) return fail("cannot write {}", tmp);
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) return fail_errno("cannot replace {}", path);
-  return {};
+  return write_file_atomic(path, content, 0644);
 }
 
 std::string read_file(const std::string& path) {

@@ -696,4 +696,60 @@ std::string to_toml(const Config& c) {
   return out.str();
 }
 
+namespace {
+
+// Collects "KEY changed (OLD -> NEW)" lines for what needs a manager restart.
+struct BlockerList {
+  std::vector<std::string> lines;
+  template <typename T>
+  void same(const std::string& key, const T& was, const T& now) {
+    if (was != now) lines.push_back(fmt::format("{} changed ({} -> {})", key, was, now));
+  }
+};
+
+void compare_drivers(BlockerList& b, const Config& now, const Config& next) {
+  auto names = [](const Config& c) {
+    std::vector<std::string> v;
+    for (const auto& d : c.drivers) v.push_back(d.name);
+    return fmt::format("{}", fmt::join(v, ", "));
+  };
+  if (names(now) != names(next)) return b.same("the driver domains", names(now), names(next));
+  for (size_t i = 0; i < now.drivers.size(); ++i) {
+    const auto &was = now.drivers[i], &is = next.drivers[i];
+    std::string key = fmt::format("driver[{}] ({})", i, was.name);
+    b.same(key + ".kind", std::string(driver_kind_name(was.kind)), std::string(driver_kind_name(is.kind)));
+    b.same(key + ".nic", was.nic, is.nic);
+    b.same(key + ".netns", was.netns, is.netns);
+    if (was.kind != DriverKind::vm || is.kind != DriverKind::vm) continue;
+    b.same(key + ".vm.nic_model", was.vm.nic_model, is.vm.nic_model);
+    b.same(key + ".vm.memory_mb", was.vm.memory_mb, is.vm.memory_mb);
+    b.same(key + ".vm.accel", was.vm.accel, is.vm.accel);
+    b.same(key + ".vm.image_dir", was.vm.image_dir, is.vm.image_dir);
+    b.same(key + ".vm.boot_timeout_ms", was.vm.boot_timeout_ms, is.vm.boot_timeout_ms);
+  }
+}
+
+}  // namespace
+
+std::vector<std::string> reload_blockers(const Config& now, const Config& next) {
+  BlockerList b;
+  b.same("manager.state_dir", now.state_dir, next.state_dir);
+  b.same("manager.control_socket", now.control_socket, next.control_socket);
+  b.same("manager.policy", std::string(policy_name(now.policy)), std::string(policy_name(next.policy)));
+  b.same("manager.realtime_priority", now.realtime_priority, next.realtime_priority);
+  b.same("ring.tx_slots", now.ring.tx_slots, next.ring.tx_slots);
+  b.same("ring.rx_slots", now.ring.rx_slots, next.ring.rx_slots);
+  b.same("ring.slot_size", now.ring.slot_size, next.ring.slot_size);
+  b.same("detect.heartbeat_ms", now.detect.heartbeat_ms, next.detect.heartbeat_ms);
+  b.same("detect.path_probe_us", now.detect.path_probe_us, next.detect.path_probe_us);
+  compare_drivers(b, now, next);
+  // The NICs took the largest app MTU at start; raising a live NIC's MTU
+  // under its driver domain is not something to do behind its back.
+  if (next.max_app_mtu() > now.max_app_mtu()) {
+    b.lines.push_back(fmt::format("the largest app mtu grew ({} -> {}): the NICs were set up for {}",
+                                  now.max_app_mtu(), next.max_app_mtu(), now.max_app_mtu()));
+  }
+  return b.lines;
+}
+
 }  // namespace ng::manager

@@ -111,6 +111,14 @@ struct Config {
 Result<Config> parse_config(std::string_view toml, std::string_view origin);
 Result<Config> load_config(const std::string& path);
 
+// What a reload (`nicguard reload`, SIGHUP) cannot apply while the domains
+// serve, one line per difference naming the key, the values and the fix;
+// empty: `next` can replace `now` live. Live are the app domains (added,
+// removed, changed), the detector timeouts, the carrier detector, the
+// spare's restart delay, the metrics listener and the driver domains'
+// memory limits.
+std::vector<std::string> reload_blockers(const Config& now, const Config& next);
+
 // Serialises a validated config back to TOML with every default written out.
 std::string to_toml(const Config& config);
 

@@ -36,9 +36,10 @@ std::vector<std::string> candidate_sockets(const std::string& run_dir) {
 
 }  // namespace
 
-std::vector<RunningManager> running_managers(const std::string& run_dir) {
+std::vector<RunningManager> running_managers(const std::string& run_dir, const std::string& skip) {
   std::vector<RunningManager> out;
   for (const auto& socket : candidate_sockets(run_dir)) {
+    if (!skip.empty() && socket == skip) continue;
     // A manager that died leaves its socket file: nobody accepts on it.
     if (!connect_unix(SOCK_STREAM, socket, "control socket")) continue;
     RunningManager m{socket, std::filesystem::path(socket).parent_path().string(), ""};
@@ -104,7 +105,7 @@ std::string shared_resource(const Config& mine, const nlohmann::json& other) {
 }
 
 Status refuse_shared_resources(const Config& mine, const std::string& run_dir) {
-  for (const auto& m : running_managers(run_dir)) {
+  for (const auto& m : running_managers(run_dir, mine.control_socket)) {
     if (m.state_dir == mine.state_dir || !m.status.is_object()) continue;  // the state lock refuses that one
     if (auto what = shared_resource(mine, m.status); !what.empty()) {
       return fail("{} is owned by the manager at {} (config {}); nothing was changed: give this "

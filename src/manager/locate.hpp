@@ -24,8 +24,9 @@ struct RunningManager {
   nlohmann::json status;  // its {"cmd":"status"} answer; null if it did not answer
 };
 
-// Every control socket under run_dir that accepts a connection.
-std::vector<RunningManager> running_managers(const std::string& run_dir = kRunDir);
+// Every control socket under run_dir that accepts a connection, but `skip`
+// (a manager's own, which it cannot answer while it asks).
+std::vector<RunningManager> running_managers(const std::string& run_dir = kRunDir, const std::string& skip = "");
 
 // The only running manager, or an error that says what to do: start one,
 // or name one of those listed.

@@ -21,10 +21,13 @@
 #include <spdlog/spdlog.h>
 
 #include "common/clock.hpp"
+#include "common/file.hpp"
 #include "common/hash.hpp"
 #include "common/text.hpp"
+#include "frontend/settings.hpp"
 #include "inject/regflip.hpp"
 #include "manager/locate.hpp"
+#include "manager/process.hpp"
 #include "netlink/netlink.hpp"
 #include "vm/guest_regflip.hpp"
 #include "vm/qmp.hpp"
@@ -33,10 +36,6 @@ namespace ng::manager {
 
 namespace {
 
-constexpr uint64_t kSignalKey = 1ULL << 62;
-constexpr uint64_t kControlKey = kSignalKey + 1;
-constexpr uint64_t kMetricsKey = kSignalKey + 2;
-constexpr uint64_t kLinkKey = 1ULL << 61;  // + child index
 constexpr uint32_t kFirstBackoffMs = 100;  // after a domain failed again soon after a restart
 constexpr uint32_t kMaxBackoffMs = 5000;
 constexpr uint64_t kStableNs = 2'000'000'000ULL;  // up this long: the next restart is immediate
@@ -44,16 +43,6 @@ constexpr int kTermGraceMs = 2000;
 constexpr int kKillWaitMs = 1000;
 constexpr uint64_t kSocketWaitNs = 3'000'000'000ULL;
 constexpr uint32_t kVmPathAnswerTimeoutMs = 250;
-
-Result<UniqueFd> open_pidfd(pid_t pid) {
-  int fd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
-  if (fd < 0) return fail_errno("pidfd_open({})", pid);
-  return UniqueFd(fd);
-}
-
-int pidfd_signal(int pidfd, int sig) {
-  return static_cast<int>(::syscall(SYS_pidfd_send_signal, pidfd, sig, nullptr, 0));
-}
 
 uint64_t wall_coarse_ns() {
   timespec ts{};
@@ -78,23 +67,7 @@ std::optional<pid_t> read_pid_file(const std::string& path) {
   return static_cast<pid_t>(pid);
 }
 
-// Writes via a temporary name so a reader never sees half a file.
-Status write_file(const std::string& path, const std::string& content) {
-  std::string tmp = path + ".tmp";
-  UniqueFd fd(::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600));
-  if (!fd) return fail_errno("creating {}", tmp);
-  if (::write(fd.get(), content.data(), content.size()) != static_cast<ssize_t>(content.size())) {
-    return fail_errno("writing {}", tmp);
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) return fail_errno("renaming {} to {}", tmp, path);
-  return {};
-}
-
-void remove_file(const std::string& path) {
-  if (::unlink(path.c_str()) != 0 && errno != ENOENT) {
-    spdlog::warn("could not remove {}: {}", path, strerror(errno));
-  }
-}
+Status write_file(const std::string& path, const std::string& content) { return write_file_atomic(path, content); }
 
 std::string describe_exit(const siginfo_t& si) {
   switch (si.si_code) {
@@ -103,28 +76,6 @@ std::string describe_exit(const siginfo_t& si) {
     case CLD_DUMPED: return fmt::format("killed by signal {} (core dumped)", si.si_status);
     default: return fmt::format("ended (code {}, status {})", si.si_code, si.si_status);
   }
-}
-
-// Waits until every pidfd in fds has turned readable (process gone) or the
-// time is up; returns the indices still alive.
-std::vector<size_t> wait_exits(const std::vector<int>& fds, int timeout_ms) {
-  uint64_t deadline = mono_ns() + static_cast<uint64_t>(timeout_ms) * 1'000'000;
-  std::vector<size_t> alive(fds.size());
-  for (size_t i = 0; i < fds.size(); ++i) alive[i] = i;
-  while (!alive.empty()) {
-    std::vector<pollfd> p;
-    for (size_t i : alive) p.push_back({fds[i], POLLIN, 0});
-    uint64_t now = mono_ns();
-    if (now >= deadline) break;
-    int rc = ::poll(p.data(), p.size(), static_cast<int>((deadline - now) / 1'000'000 + 1));
-    if (rc < 0 && errno != EINTR) break;
-    std::vector<size_t> still;
-    for (size_t k = 0; k < p.size(); ++k) {
-      if (!(p[k].revents & POLLIN)) still.push_back(alive[k]);
-    }
-    alive = std::move(still);
-  }
-  return alive;
 }
 
 // The child side of spawn(): only async-signal-safe calls until execv.
@@ -186,6 +137,18 @@ Result<std::string> self_exe() {
 // keep their probes apart; the same on every start, so that a restarted
 // manager still adopts the domains (their command line must not change).
 uint64_t pair_id(const std::string& state_dir) { return fnv1a64(read_text("/etc/machine-id") + state_dir); }
+
+// A running domain serves this config if its command line is the one the
+// config asks for, the memory limit aside: that one the manager sets on the
+// running process (apply_memory_limit).
+bool same_command(const std::vector<std::string>& args, const std::vector<std::string>& cmd) {
+  if (cmd.size() != args.size() + 1) return false;
+  for (size_t i = 0; i < args.size(); ++i) {
+    bool limit = i > 0 && args[i - 1] == "--memory-limit-mb";
+    if (!limit && args[i] != cmd[i + 1]) return false;
+  }
+  return true;
+}
 
 }  // namespace
 
@@ -380,65 +343,109 @@ Status Manager::start_control() {
 }
 
 void Manager::build_children() {
-  const auto& r = config_.ring;
-  uint32_t rt = config_.realtime_priority;
-  std::string frontend_realtime = std::to_string(rt == 0 ? 0 : rt + 1);
-  for (const auto& d : config_.drivers) {
-    Child c;
-    c.kind = ChildKind::driver;
-    c.name = d.name;
-    c.config_index = static_cast<size_t>(&d - config_.drivers.data());
-    c.args = {"driver",   "--name",  d.name,
-              "--netns",  netlink::netns_path(d.netns),
-              "--nic",    d.nic,
-              "--socket", config_.driver_socket(d.name),
-              "--stats",  config_.path("driver-" + d.name + ".stats"),
-              "--memory-limit-mb", std::to_string(d.memory_limit_mb),
-              "--heartbeat-us", std::to_string(config_.detect.heartbeat_ms * 1000),
-              "--path-probe-us", std::to_string(config_.detect.path_probe_us),
-              "--pair-id", std::to_string(pair_id(config_.state_dir)),
-              "--inject", config_.path("driver-" + d.name + ".inject"),
-              "--serve-nice", std::to_string(serve_nice()),
-              "--serve-realtime", std::to_string(rt)};
-    if (d.kind == DriverKind::vm) add_vm_args(d, c.args);
-    children_.push_back(std::move(c));
+  for (const auto& d : config_.drivers) children_.push_back(driver_child(config_, d));
+  for (const auto& a : config_.apps) children_.push_back(front_child(config_, a));
+  salvage_targets_ = salvage_targets(config_);
+}
+
+Child Manager::driver_child(const Config& cfg, const DriverConfig& d) {
+  uint32_t rt = cfg.realtime_priority;
+  Child c;
+  c.kind = ChildKind::driver;
+  c.name = d.name;
+  c.config_index = static_cast<size_t>(&d - cfg.drivers.data());
+  c.args = {"driver",   "--name",  d.name,
+            "--netns",  netlink::netns_path(d.netns),
+            "--nic",    d.nic,
+            "--socket", cfg.driver_socket(d.name),
+            "--stats",  cfg.path("driver-" + d.name + ".stats"),
+            "--memory-limit-mb", std::to_string(d.memory_limit_mb),
+            "--heartbeat-us", std::to_string(cfg.detect.heartbeat_ms * 1000),
+            "--path-probe-us", std::to_string(cfg.detect.path_probe_us),
+            "--pair-id", std::to_string(pair_id(cfg.state_dir)),
+            "--inject", cfg.path("driver-" + d.name + ".inject"),
+            "--serve-nice", std::to_string(serve_nice()),
+            "--serve-realtime", std::to_string(rt)};
+  if (d.kind == DriverKind::vm) add_vm_args(d, c.args);
+  return c;
+}
+
+// The detector timeouts are not on the command line: they are in the
+// frontend's settings file (frontend/settings.hpp), so that a reload can
+// change them without a restart.
+Child Manager::front_child(const Config& cfg, const AppConfig& a) {
+  const auto& r = cfg.ring;
+  uint32_t rt = cfg.realtime_priority;
+  Child c;
+  c.kind = ChildKind::front;
+  c.name = a.name;
+  c.config_index = static_cast<size_t>(&a - cfg.apps.data());
+  c.args = {"front", "--name", a.name, "--netns", netlink::netns_path(a.netns),
+            "--mac", format_mac(a.mac), "--mtu", std::to_string(a.mtu)};
+  for (const auto& x : a.ipv4) c.args.insert(c.args.end(), {"--ipv4", x.text});
+  for (const auto& x : a.ipv6) c.args.insert(c.args.end(), {"--ipv6", x.text});
+  for (const auto& d : cfg.drivers) {
+    c.args.insert(c.args.end(), {"--driver", d.name + "=" + cfg.driver_socket(d.name)});
   }
-  for (const auto& a : config_.apps) {
-    Child c;
-    c.kind = ChildKind::front;
-    c.name = a.name;
-    c.config_index = static_cast<size_t>(&a - config_.apps.data());
-    c.args = {"front", "--name", a.name, "--netns", netlink::netns_path(a.netns),
-              "--mac", format_mac(a.mac), "--mtu", std::to_string(a.mtu)};
-    for (const auto& x : a.ipv4) c.args.insert(c.args.end(), {"--ipv4", x.text});
-    for (const auto& x : a.ipv6) c.args.insert(c.args.end(), {"--ipv6", x.text});
-    for (const auto& d : config_.drivers) {
-      c.args.insert(c.args.end(), {"--driver", d.name + "=" + config_.driver_socket(d.name)});
-    }
-    salvage_targets_.push_back({a.mac, config_.path("front-" + a.name + ".salvage")});
-    c.args.insert(c.args.end(), {"--stats", config_.path("front-" + a.name + ".stats"),
-                                 "--salvage", salvage_targets_.back().socket,
-                                 "--tx-slots", std::to_string(r.tx_slots),
-                                 "--rx-slots", std::to_string(r.rx_slots),
-                                 "--slot-size", std::to_string(r.slot_size),
-                                 "--hang-timeout-ms", std::to_string(config_.detect.hang_timeout_ms),
-                                 "--stall-timeout-ms", std::to_string(config_.detect.stall_timeout_ms),
-                                 "--events", config_.path("events.jsonl"),
-                                 "--serve-nice", std::to_string(serve_nice()),
-                                 "--serve-realtime", frontend_realtime});
-    // A TCG driver VM forwarding at full rate holds frames in its guest
-    // for tens of milliseconds (pings through one spike to 60-160 ms).
-    if (std::any_of(config_.drivers.begin(), config_.drivers.end(),
-                    [](const DriverConfig& d) { return d.kind == DriverKind::vm; })) {
-      c.args.insert(c.args.end(), {"--path-answer-timeout-ms", std::to_string(kVmPathAnswerTimeoutMs)});
-    }
-    if (!a.rx_probe_target.empty()) {
-      c.args.insert(c.args.end(), {"--rx-probe-target", a.rx_probe_target, "--rx-probe-interval-ms",
-                                   std::to_string(config_.detect.rx_probe_interval_ms),
-                                   "--rx-probe-timeout-ms", std::to_string(config_.detect.rx_probe_timeout_ms)});
-    }
-    children_.push_back(std::move(c));
+  c.args.insert(c.args.end(), {"--stats", cfg.path("front-" + a.name + ".stats"),
+                               "--salvage", cfg.path("front-" + a.name + ".salvage"),
+                               "--settings", cfg.path("front-" + a.name + ".settings"),
+                               "--tx-slots", std::to_string(r.tx_slots),
+                               "--rx-slots", std::to_string(r.rx_slots),
+                               "--slot-size", std::to_string(r.slot_size),
+                               "--events", cfg.path("events.jsonl"),
+                               "--serve-nice", std::to_string(serve_nice()),
+                               "--serve-realtime", std::to_string(rt == 0 ? 0 : rt + 1)});
+  // A TCG driver VM forwarding at full rate holds frames in its guest
+  // for tens of milliseconds (pings through one spike to 60-160 ms).
+  if (std::any_of(cfg.drivers.begin(), cfg.drivers.end(),
+                  [](const DriverConfig& d) { return d.kind == DriverKind::vm; })) {
+    c.args.insert(c.args.end(), {"--path-answer-timeout-ms", std::to_string(kVmPathAnswerTimeoutMs)});
   }
+  if (!a.rx_probe_target.empty()) c.args.insert(c.args.end(), {"--rx-probe-target", a.rx_probe_target});
+  return c;
+}
+
+std::vector<SalvageTarget> salvage_targets(const Config& cfg) {
+  std::vector<SalvageTarget> out;
+  for (const auto& a : cfg.apps) out.push_back({a.mac, cfg.path("front-" + a.name + ".salvage")});
+  return out;
+}
+
+frontend::LiveSettings live_settings(const Config& cfg) {
+  const auto& d = cfg.detect;
+  return {d.hang_timeout_ms, d.stall_timeout_ms, d.rx_probe_interval_ms, d.rx_probe_timeout_ms};
+}
+
+// Written before a frontend starts, and again (with a SIGHUP to reread it)
+// when an adopted or running one has other settings than the config's.
+void Manager::write_front_settings(const Child& c, bool tell) {
+  std::string path = config_.path(c.domain() + ".settings");
+  std::string want = frontend::settings_json(live_settings(config_));
+  if (read_text(path) == want) return;
+  if (auto s = write_file(path, want); !s) {
+    spdlog::warn("{}: {}", c.domain(), s.error().message);
+    return;
+  }
+  if (tell && c.pidfd && pidfd_signal(c.pidfd.get(), SIGHUP) != 0) {
+    spdlog::warn("{}: cannot tell it of new settings: {}", c.domain(), strerror(errno));
+  }
+}
+
+// The address-space limit grows with the app domains (each maps a ring
+// region into every driver domain): a reload, or a manager adopting a
+// domain that served fewer apps, raises it on the running process.
+void Manager::apply_memory_limit(const Child& c) {
+  if (c.kind != ChildKind::driver || c.pid == 0) return;
+  rlim_t want = rlim_t{config_.drivers[c.config_index].memory_limit_mb} << 20;
+  rlimit now{};
+  if (::prlimit(c.pid, RLIMIT_AS, nullptr, &now) != 0 || now.rlim_max == want) return;
+  rlimit next{want, want};
+  if (::prlimit(c.pid, RLIMIT_AS, &next, nullptr) != 0) {
+    spdlog::warn("{}: cannot set its memory limit to {} MiB: {}", c.domain(), want >> 20, strerror(errno));
+    return;
+  }
+  spdlog::info("{}: memory limit {} MiB (was {} MiB)", c.domain(), want >> 20, now.rlim_max >> 20);
 }
 
 std::string vm_image_dir(const DriverConfig& d) { return d.vm.image_dir.empty() ? vm::default_image_dir() : d.vm.image_dir; }
@@ -512,17 +519,13 @@ bool Manager::try_adopt(Child& c) {
   auto cmd = read_cmdline(*pid);
   // The pidfd pins the process: if it is still alive now, cmd was its own.
   if (pidfd_signal(fd->get(), 0) != 0) return false;
-  bool same = cmd.size() == c.args.size() + 1 && std::equal(c.args.begin(), c.args.end(), cmd.begin() + 1);
+  bool same = same_command(c.args, cmd);
   if (!same) {
     bool ours = cmd.size() >= 4 && cmd[1] == c.kind_name() && cmd[2] == "--name" && cmd[3] == c.name;
     if (ours) {
       spdlog::warn("{}: pid {} runs with another command line; stopping it", c.domain(), *pid);
       event("replace", &c, {{"pid", *pid}});
-      pidfd_signal(fd->get(), SIGTERM);
-      if (!wait_exits({fd->get()}, kTermGraceMs).empty()) {
-        pidfd_signal(fd->get(), SIGKILL);
-        wait_exits({fd->get()}, kKillWaitMs);
-      }
+      terminate(fd->get(), kTermGraceMs, kKillWaitMs);
     }
     return false;
   }
@@ -537,10 +540,13 @@ bool Manager::try_adopt(Child& c) {
   }
   spdlog::info("{}: adopted pid {} from a previous manager", c.domain(), c.pid);
   event("adopt", &c, {{"pid", c.pid}});
+  apply_memory_limit(c);
+  if (c.kind == ChildKind::front) write_front_settings(c, true);
   return true;
 }
 
 Status Manager::spawn(Child& c) {
+  if (c.kind == ChildKind::front) write_front_settings(c, false);
   std::vector<std::string> args{exe_};
   args.insert(args.end(), c.args.begin(), c.args.end());
   std::vector<char*> argv;
@@ -596,7 +602,7 @@ Status Manager::run() {
       } else if (key == kControlKey) {
         control_->process();
       } else if (key == kMetricsKey) {
-        metrics_->process();
+        if (metrics_) metrics_->process();
       } else if (key >= kLinkKey && key - kLinkKey < children_.size()) {
         on_link_event(children_[key - kLinkKey]);
       } else if (key >= kSalvageKey && key - kSalvageKey < children_.size()) {
@@ -657,7 +663,7 @@ void Manager::handle_signal() {
       continue;
     }
     if (si.ssi_signo == SIGHUP) {
-      spdlog::info("manager: SIGHUP ignored (config reload is not supported; restart the manager)");
+      reload(fmt::format("SIGHUP from pid {}", si.ssi_pid));
       continue;
     }
     spdlog::info("manager: {} from pid {}: shutting down", strsignal(static_cast<int>(si.ssi_signo)),
@@ -759,13 +765,14 @@ nlohmann::json Manager::handle_request(const nlohmann::json& request) {
   if (cmd == "status") return status_json();
   if (cmd == "inject") return inject(request);
   if (cmd == "profile-guest") return profile_guest();
+  if (cmd == "reload") return reload("control socket");
   if (cmd == "shutdown") {
     spdlog::info("manager: shutdown requested on the control socket");
     stopping_ = true;
     return {{"ok", true}};
   }
   return {{"ok", false},
-          {"error", fmt::format("unknown cmd '{}': expected \"status\", \"inject\", \"profile-guest\" or \"shutdown\"", cmd)}};
+          {"error", fmt::format("unknown cmd '{}': expected \"status\", \"inject\", \"reload\", \"profile-guest\" or \"shutdown\"", cmd)}};
 }
 
 Child* Manager::find_driver(const std::string& name) {
@@ -1182,6 +1189,7 @@ void Manager::remove_child_files(const Child& c) {
   remove_file(config_.path(c.domain() + ".stats"));
   if (c.kind == ChildKind::driver) remove_file(config_.driver_socket(c.name));
   if (c.kind == ChildKind::front) remove_file(config_.path("front-" + c.name + ".salvage"));
+  if (c.kind == ChildKind::front) remove_file(config_.path("front-" + c.name + ".settings"));
 }
 
 void Manager::remove_state_files() {
@@ -1225,7 +1233,11 @@ void Manager::event(const std::string& name, const Child* c, nlohmann::json fiel
   events_.emit(name, fields);
 }
 
-int run_manager(const std::string& config_path, bool check_only) {
+int run_manager(const std::string& config_arg, bool check_only) {
+  // Absolute, so that a reload finds the same file wherever the manager runs.
+  std::error_code ec;
+  std::string config_path = check_only ? config_arg : std::filesystem::absolute(config_arg, ec).string();
+  if (ec) config_path = config_arg;
   auto config = load_config(config_path);
   if (!config) {
     fmt::print(stderr, "nicguard manager: {}\n", config.error().message);

@@ -22,6 +22,7 @@
 #include "common/events.hpp"
 #include "common/fd.hpp"
 #include "common/stats.hpp"
+#include "frontend/settings.hpp"
 #include "inject/inject.hpp"
 #include "netlink/link_watch.hpp"
 #include "manager/config.hpp"
@@ -81,6 +82,10 @@ pid_t qemu_of(pid_t domain);
 // "[critical]" lines; fmt's "error: " lines), without the time stamp and
 // level, at most 400 bytes; "" if none.
 std::string last_logged_error(std::string_view log);
+// Every app's MAC and salvage socket, for a salvage to hand frames to.
+std::vector<SalvageTarget> salvage_targets(const Config& cfg);
+// The detector timeouts a config gives the frontends.
+frontend::LiveSettings live_settings(const Config& cfg);
 
 class Manager {
  public:
@@ -97,12 +102,23 @@ class Manager {
   Status run();
 
   nlohmann::json status_json();
+  // Applies the config file as it reads now, touching only what changed
+  // (docs/config.md, "Reload"): app domains added, removed or changed,
+  // detector timeouts, and the other live keys of reload_blockers(). A
+  // config that is bad, or changes what only a restart can, is refused
+  // whole with every reason, and nothing changes. `trigger` is for the log.
+  nlohmann::json reload(const std::string& trigger);
   // The run ended on SIGUSR2: the domains serve on, for the next manager.
   bool left_serving() const { return leaving_; }
 
  private:
   explicit Manager(Config config);
-  static constexpr uint64_t kSalvageKey = 1ULL << 60;  // epoll key of a salvage socket: + child index
+  // epoll keys; a child's pidfd has its index in children_.
+  static constexpr uint64_t kSignalKey = 1ULL << 62;
+  static constexpr uint64_t kControlKey = kSignalKey + 1;
+  static constexpr uint64_t kMetricsKey = kSignalKey + 2;
+  static constexpr uint64_t kLinkKey = 1ULL << 61;     // + child index: a driver's carrier watch
+  static constexpr uint64_t kSalvageKey = 1ULL << 60;  // + child index: a salvage socket
 
   Status take_state_dir();
   Status setup_signals();
@@ -113,6 +129,15 @@ class Manager {
   Status start_control();
 
   void build_children();
+  Child driver_child(const Config& cfg, const DriverConfig& d);
+  Child front_child(const Config& cfg, const AppConfig& a);
+  void write_front_settings(const Child& c, bool tell);
+  void apply_memory_limit(const Child& c);
+  Result<nlohmann::json> apply_reload(Config next);
+  Status prepare_new_apps(const Config& next, std::vector<std::string>& created);
+  void retire(Child& c);
+  void rekey_children();
+  Status reopen_metrics(const std::string& listen);
   void add_vm_args(const DriverConfig& d, std::vector<std::string>& args);
   bool try_adopt(Child& c);
   Status spawn(Child& c);
@@ -187,6 +212,8 @@ class Manager {
   uint64_t carrier_losses_ = 0;
   uint64_t injections_ = 0;
   uint64_t salvaged_ = 0;  // frames handed to frontends over all salvages
+  uint64_t reloads_ = 0;
+  uint64_t reloads_refused_ = 0;
   std::vector<SalvageTarget> salvage_targets_;  // every app's MAC and salvage socket
 };
 

@@ -34,6 +34,8 @@ constexpr std::pair<std::string_view, std::string_view> kHelp[] = {
     {"nicguard_manager_fences_total", "Driver domains the manager fenced (SIGKILL) after a failure it detected"},
     {"nicguard_manager_carrier_losses_total", "Carrier losses on driver domains' NICs"},
     {"nicguard_manager_injections_total", "Faults injected through the control socket"},
+    {"nicguard_manager_reloads_total", "Config reloads applied (nicguard reload, SIGHUP)"},
+    {"nicguard_manager_reloads_refused_total", "Config reloads refused, with nothing changed"},
     {"nicguard_manager_salvaged_frames_total",
      "Frames a failed driver domain's NIC received, handed to the apps' frontends"},
     {"nicguard_manager_uptime_seconds", "Seconds since the manager started"},

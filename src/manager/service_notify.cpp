@@ -34,6 +34,14 @@ void ServiceNotifier::stopping() {
   if (enabled_) sd_notify(0, "STOPPING=1");
 }
 
+void ServiceNotifier::reloading() {
+  if (enabled_ && ready_sent_) sd_notify(0, "RELOADING=1");
+}
+
+void ServiceNotifier::reloaded(const std::string& status) {
+  if (enabled_ && ready_sent_) sd_notifyf(0, "READY=1\nSTATUS=%s", status.c_str());
+}
+
 void ServiceNotifier::watchdog(uint64_t now_ns) {
   if (pet_every_ns_ == 0 || now_ns - last_pet_ns_ < pet_every_ns_) return;
   last_pet_ns_ = now_ns;

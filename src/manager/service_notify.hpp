@@ -18,6 +18,9 @@ class ServiceNotifier {
   void ready(const std::string& status);
   void status(const std::string& status);
   void stopping();
+  // Around a reload: RELOADING=1, then READY=1 with the health line again.
+  void reloading();
+  void reloaded(const std::string& status);
   // Pets the watchdog when half its interval has passed since the last pet.
   void watchdog(uint64_t now_ns);
   // When watchdog() must next be called; UINT64_MAX without a watchdog.

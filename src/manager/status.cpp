@@ -194,7 +194,8 @@ json Manager::status_json() {
             {"state_dir", config_.state_dir},
             {"uptime_ms", (mono_ns() - started_mono_ns_) / 1'000'000},
             {"counters",
-             {{"fences", fences_}, {"carrier_losses", carrier_losses_}, {"injections", injections_}, {"salvaged_frames", salvaged_}}}}},
+             {{"fences", fences_}, {"carrier_losses", carrier_losses_}, {"injections", injections_}, {"salvaged_frames", salvaged_},
+              {"reloads", reloads_}, {"reloads_refused", reloads_refused_}}}}},
           {"drivers", std::move(drivers)},
           {"apps", std::move(apps)}};
 }

@@ -119,6 +119,96 @@ TEST(Control, ASecondManagerOnTheSameNicsIsRefused) {
   EXPECT_TRUE(reach.ok()) << reach.describe();
 }
 
+std::string read_file(const std::string& path) {
+  std::ifstream in(path);
+  return std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+// The config's [[app]] table named `name`, cut out; "" if there is none.
+std::string cut_app(std::string& config, const std::string& name) {
+  auto at = config.find("[[app]]\nname = \"" + name + "\"");
+  if (at == std::string::npos) return "";
+  auto end = config.find("[[app]]", at + 1);
+  if (end == std::string::npos) end = config.size();
+  std::string table = config.substr(at, end - at);
+  config.erase(at, end - at);
+  return table;
+}
+
+// `nicguard reload` while app1 carries a TCP transfer: app2 goes, app3
+// comes (and answers), app1's frontend and both driver domains keep their
+// pids, and the transfer ends whole. A bad config and a change that needs
+// a restart are refused, and nothing changes.
+TEST(Control, ReloadAddsAndRemovesAppsWhileAnotherAppsTransferRuns) {
+  LabOptions o;
+  o.apps = 2;
+  LabGuard lab(o);
+  ASSERT_TRUE(lab.ok()) << lab.error();
+  TempDir dir("ng-it-reload");
+  std::string why;
+  auto file = make_random_file(dir.path(), uint64_t{24} << 20, &why);
+  ASSERT_TRUE(file) << why;
+  auto before = lab.status();
+  ASSERT_TRUE(before) << lab.error();
+  const auto& app1 = lab.apps().at(0);
+  auto transfer = std::async(std::launch::async, [&] {
+    return tcp_transfer(lab.ext_ns(), app1.netns, app1.ipv4, 5332, *file, 60s, uint64_t{6} << 20);
+  });
+  std::this_thread::sleep_for(1s);
+
+  std::string config = read_file(lab.config());
+  std::string app2 = cut_app(config, "app2");
+  ASSERT_FALSE(app2.empty()) << config;
+  const std::string app3_ns = fmt::format("ng-{}-app3", lab.suffix());
+  config += fmt::format("\n[[app]]\nname = \"app3\"\nnetns = \"{}\"\nmac = \"02:0e:0e:00:03:03\"\n"
+                        "ipv4 = [\"10.99.0.13/24\"]\nrx_probe_target = \"10.99.0.1\"\n"
+                        "\n[detect]\nhang_timeout_ms = 8\n",
+                        app3_ns);
+  std::ofstream(lab.config()) << config;
+  auto r = run(fmt::format("{} reload -s {}", quote(kNicguard), quote(lab.control_socket())), 30s);
+  ASSERT_TRUE(r.ok()) << r.describe() << lab.logs();
+  EXPECT_NE(r.out.find("added app3"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("removed app2"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("new detector settings"), std::string::npos) << r.out;
+  EXPECT_TRUE(wait_until([&] { return run_in(lab.ext_ns(), "ping -c 1 -W 1 10.99.0.13", 5s).ok(); }, 20s))
+      << lab.status_table() << lab.logs();
+  EXPECT_NE(read_file(lab.state_dir() + "/front-app1.settings").find("\"hang_timeout_ms\":8"), std::string::npos);
+
+  // Refused whole: a key the schema does not know, then a policy change.
+  size_t seen = read_events(lab).size();
+  auto applied = read_file(lab.config());
+  std::ofstream(lab.config()) << applied << "\n[ring]\nbogus = 1\n";
+  auto bad = run(fmt::format("{} reload -s {}", quote(kNicguard), quote(lab.control_socket())), 30s);
+  EXPECT_EQ(bad.exit_code, 1) << bad.describe();
+  EXPECT_NE(bad.err.find("nothing changed"), std::string::npos) << bad.describe();
+  EXPECT_NE(bad.err.find("bogus"), std::string::npos) << bad.describe();
+  std::string restart_only = applied;
+  restart_only.replace(restart_only.find("[manager]\n"), 10, "[manager]\nrealtime_priority = 7\n");
+  std::ofstream(lab.config()) << restart_only;
+  auto blocked = run(fmt::format("{} reload -s {}", quote(kNicguard), quote(lab.control_socket())), 30s);
+  EXPECT_EQ(blocked.exit_code, 1) << blocked.describe();
+  EXPECT_NE(blocked.err.find("manager.realtime_priority changed (0 -> 7)"), std::string::npos) << blocked.describe();
+  EXPECT_NE(blocked.err.find("restart the manager"), std::string::npos) << blocked.describe();
+  EXPECT_TRUE(has_event(lab, seen, {{"event", "reload-refused"}})) << event_lines(lab);
+  EXPECT_FALSE(has_event(lab, seen, {{"event", "start"}})) << event_lines(lab);
+  EXPECT_FALSE(has_event(lab, seen, {{"event", "retire"}})) << event_lines(lab);
+
+  auto t = transfer.get();
+  EXPECT_TRUE(t.ok) << t.detail << event_lines(lab);
+  auto after = lab.status();
+  ASSERT_TRUE(after) << lab.error();
+  for (size_t i = 0; i < 2; ++i) {
+    EXPECT_EQ(after->at("drivers")[i].value("pid", 0), before->at("drivers")[i].value("pid", 0));
+  }
+  std::vector<std::string> names;
+  for (const auto& a : after->at("apps")) names.push_back(a.value("name", ""));
+  EXPECT_EQ(names, (std::vector<std::string>{"app1", "app3"}));
+  EXPECT_EQ(after->at("apps")[0].value("pid", 0), before->at("apps")[0].value("pid", 0));
+  for (const auto& e : read_events(lab)) {
+    EXPECT_NE(e.value("event", ""), "detect") << e.dump();
+  }
+}
+
 // A datagram socket standing in for systemd's NOTIFY_SOCKET.
 class NotifyListener {
  public:
@@ -162,8 +252,9 @@ class NotifyListener {
 };
 
 // Under systemd (Type=notify) the manager says READY=1 once every app is
-// served, pets the watchdog from its loop, and says STOPPING=1 on SIGTERM.
-TEST(Service, TheManagerSaysReadyPetsTheWatchdogAndSaysStopping) {
+// served, pets the watchdog from its loop, says RELOADING=1 and READY=1
+// around a reload (SIGHUP), and STOPPING=1 on SIGTERM.
+TEST(Service, TheManagerSaysReadyPetsTheWatchdogReloadsAndSaysStopping) {
   std::string sfx = fmt::format("sv{}", ::getpid() % 100000);
   auto up = run(fmt::format("{} lab up --no-manager --apps 2 --name {}", quote(kNicguard), sfx), 60s);
   struct Down {
@@ -186,6 +277,10 @@ TEST(Service, TheManagerSaysReadyPetsTheWatchdogAndSaysStopping) {
     if (systemd.next(100ms).find("WATCHDOG=1") != std::string::npos) ++pets;
   }
   EXPECT_GE(pets, 4) << manager.err();
+  // systemctl reload: RELOADING=1, then READY=1 once it is applied.
+  ::kill(manager.pid(), SIGHUP);
+  EXPECT_FALSE(systemd.until("RELOADING=1", 10s).empty()) << manager.err();
+  EXPECT_NE(systemd.until("READY=1", 10s).find("2 of 2 apps served"), std::string::npos) << manager.err();
   ::kill(manager.pid(), SIGTERM);
   EXPECT_FALSE(systemd.until("STOPPING=1", 10s).empty()) << manager.err();
   auto r = manager.finish(30s);

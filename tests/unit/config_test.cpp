@@ -436,3 +436,37 @@ TEST(Config, NonAsciiOutsideStringsAndCommentsIsRefusedFirst) {
   auto ml = parse_config("a = '''\n\xC3\xA9'''\nb = \"\"\"\xC3\xA9\"\"\"\n" + good, "ml.toml");
   EXPECT_THAT(ml ? std::string() : ml.error().message, Not(HasSubstr("outside a string")));
 }
+
+namespace {
+
+std::vector<std::string> blockers(const std::string& next_toml, const std::string& now_toml = kGood) {
+  auto now = parse_config(now_toml, "test.toml");
+  auto next = parse_config(next_toml, "test.toml");
+  EXPECT_TRUE(now && next) << (next ? "" : next.error().message);
+  return now && next ? ng::manager::reload_blockers(*now, *next) : std::vector<std::string>{"unparsed"};
+}
+
+}  // namespace
+
+TEST(Config, AReloadMayChangeAppsTimeoutsAndMemoryLimits) {
+  EXPECT_THAT(blockers(kGood), ::testing::IsEmpty());
+  // An app gone, one added, one changed; detector timeouts; a memory limit.
+  std::string next = with("name = \"db-1\"\nmac = \"02:00:00:00:01:02\"", "name = \"db-2\"\nmac = \"02:00:00:00:01:03\"");
+  next += "\n[detect]\nhang_timeout_ms = 9\nstall_timeout_ms = 200\ncarrier = false\n";
+  next.replace(next.find("memory_limit_mb = 128"), 21, "memory_limit_mb = 512");
+  EXPECT_THAT(blockers(next), ::testing::IsEmpty());
+  EXPECT_THAT(blockers(with("mtu = 9000", "mtu = 1500")), ::testing::IsEmpty());
+}
+
+TEST(Config, AReloadRefusesWhatOnlyARestartCanChangeAndSaysWhat) {
+  EXPECT_THAT(blockers(with("slot_size = 4096", "slot_size = 8192")),
+              ::testing::ElementsAre("ring.slot_size changed (4096 -> 8192)"));
+  EXPECT_THAT(blockers(with("nic = \"eth2\"", "nic = \"eth3\"")),
+              ::testing::ElementsAre("driver[1] (b).nic changed (eth2 -> eth3)"));
+  EXPECT_THAT(blockers(with("name = \"b\"", "name = \"c\"")),
+              ::testing::ElementsAre("the driver domains changed (a, b -> a, c)"));
+  EXPECT_THAT(blockers(with("state_dir = \"/run/nicguard/test/\"", "state_dir = \"/run/nicguard/other\"")),
+              ::testing::Contains("manager.state_dir changed (/run/nicguard/test -> /run/nicguard/other)"));
+  EXPECT_THAT(blockers(kGood, with("mtu = 9000", "mtu = 1500")),
+              ::testing::ElementsAre(HasSubstr("the largest app mtu grew (1500 -> 9000)")));
+}
