@@ -168,14 +168,17 @@ class Driver {
     if (f == Fault::hangup) hang_up_all();
   }
 
-  // What a hostile domain can do with the descriptors it shares: make them
-  // blocking (the file status flags of a shared eventfd would be the
-  // frontend's too), fill them, stop reading, and block inside a read.
+  // What a hostile domain can do with the descriptors it shares: fill them,
+  // stop reading, and block inside a read. Unsandboxed it also makes them
+  // blocking (their file status flags are the frontend's too); the sandbox
+  // refuses F_SETFL, and a domain that tries it there dies of SIGSYS.
   void wedge() {
     for (auto& c : conns_) {
       if (!c || !c->doorbell) continue;
-      ::fcntl(c->doorbell.get(), F_SETFL, 0);
-      ::fcntl(c->sock.get(), F_SETFL, 0);
+      if (!opt_.sandbox) {
+        ::fcntl(c->doorbell.get(), F_SETFL, 0);
+        ::fcntl(c->sock.get(), F_SETFL, 0);
+      }
       char junk[4096] = {};
       while (::send(c->doorbell.get(), junk, sizeof(junk), MSG_DONTWAIT | MSG_NOSIGNAL) > 0) {
       }
@@ -938,6 +941,11 @@ int run_driver(const DriverOptions& o) {
   if (o.sandbox) {
     sandbox::Policy policy;
     policy.memory_limit_bytes = o.memory_limit_mb << 20;
+#if defined(__SANITIZE_ADDRESS__)
+    // AddressSanitizer reserves terabytes of address space: no RLIMIT_AS fits it.
+    policy.memory_limit_bytes = 0;
+    spdlog::warn("driver {}: AddressSanitizer build: no memory limit ({} MiB asked)", o.name, o.memory_limit_mb);
+#endif
     // A VM domain reaps and, on its way out, kills its own QEMU, through
     // the pidfd it holds; it has no other child and can signal nobody else.
     if (o.vm.enabled) policy.extra_syscalls = {SCMP_SYS(wait4), SCMP_SYS(pidfd_send_signal)};

@@ -458,25 +458,23 @@ class Frontend {
   // freed by our exit and not inside a driver domain's packet loop. Freeing
   // the tens of MB there stalled every other app's traffic for 15 ms.
   int leave() {
-    std::vector<pollfd> open;
+    std::vector<pollfd> waiting;
     for (auto& b : backends_) {
       if (!b->sock || ::shutdown(b->sock.get(), SHUT_WR) != 0) continue;
-      open.push_back({b->sock.get(), POLLIN, 0});
+      waiting.push_back({b->sock.get(), POLLIN, 0});
     }
     uint64_t deadline = mono_ns() + kLeaveWaitNs;
-    while (!open.empty() && mono_ns() < deadline) {
-      if (::poll(open.data(), open.size(), static_cast<int>((deadline - mono_ns()) / 1'000'000 + 1)) < 0 &&
-          errno != EINTR) {
-        break;
-      }
-      std::erase_if(open, [](const pollfd& p) {
+    for (uint64_t now = mono_ns(); !waiting.empty() && now < deadline; now = mono_ns()) {
+      int ms = static_cast<int>((deadline - now) / 1'000'000 + 1);
+      if (::poll(waiting.data(), waiting.size(), ms) < 0 && errno != EINTR) break;
+      std::erase_if(waiting, [](const pollfd& p) {
         if (p.revents == 0) return false;
         char buf[256];
         ssize_t n = ::recv(p.fd, buf, sizeof(buf), MSG_DONTWAIT);
         return n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR);  // gone, and its mapping with it
       });
     }
-    spdlog::info("frontend {}: stopped{}", opt_.name, open.empty() ? "" : " (a driver domain did not let go in time)");
+    spdlog::info("frontend {}: stopped{}", opt_.name, waiting.empty() ? "" : " (a driver domain did not let go in time)");
     return 0;
   }
 

@@ -5,6 +5,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -38,9 +39,13 @@ ProcSample sample_process(pid_t pid) {
   sched >> s.cpu_ns;
   if (s.state == 'S') {
     std::ifstream sys(fmt::format("/proc/{}/syscall", pid));
-    long nr = -1;
+    std::string nr;
     sys >> nr;
-    s.timed_sleep = nr == SYS_nanosleep || nr == SYS_clock_nanosleep;
+    // It woke between the two reads (a timed sleep that just ended): it
+    // runs, and must not be judged as asleep although kicked.
+    if (nr == "running") s.state = 'R';
+    long n = std::strtol(nr.c_str(), nullptr, 10);
+    s.timed_sleep = !nr.empty() && nr != "running" && (n == SYS_nanosleep || n == SYS_clock_nanosleep);
   }
   return s;
 }

@@ -24,8 +24,8 @@ const std::vector<FaultInfo>& faults() {
        "one random bit of one random register of a driver thread flips at a random moment "
        "(ptrace; --seed makes the choice reproducible): a crash, a hang, wrong frames or nothing"},
       {Fault::wedge, "wedge",
-       "the domain clears O_NONBLOCK on every descriptor it shares with its frontends, floods "
-       "them, and blocks"},
+       "the domain floods every descriptor it shares with its frontends and blocks (unsandboxed, "
+       "it first clears their O_NONBLOCK, which the sandbox refuses)"},
       {Fault::deaf, "deaf",
        "the domain stops answering its control socket: a frontend that connects now never gets "
        "past its hello"},

@@ -52,6 +52,18 @@ uint64_t wall_coarse_ns() {
 
 // Enough of a domain's log for the error it ends with, bounded whatever it wrote.
 constexpr uint64_t kLogTailBytes = 64 * 1024;
+// A child's log is moved to NAME.log.1 at a start once it holds this much:
+// a sandboxed driver domain may make no file larger than 16 MiB
+// (sandbox::Policy::file_size_limit_bytes), so each instance has at least
+// 12 MiB left to write its own log into.
+constexpr off_t kLogRotateBytes = off_t{4} << 20;
+
+void rotate_log(const std::string& log) {
+  struct stat st{};
+  if (::stat(log.c_str(), &st) != 0 || st.st_size < kLogRotateBytes) return;
+  std::string old = log + ".1";
+  if (::rename(log.c_str(), old.c_str()) != 0) spdlog::warn("could not move {} to {}: {}", log, old, strerror(errno));
+}
 
 std::vector<std::string> read_cmdline(pid_t pid) {
   std::ifstream in(fmt::format("/proc/{}/cmdline", pid), std::ios::binary);
@@ -554,6 +566,7 @@ Status Manager::spawn(Child& c) {
   argv.push_back(nullptr);
 
   std::string log = config_.path(c.domain() + ".log");
+  rotate_log(log);
   UniqueFd log_fd(::open(log.c_str(), O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600));
   if (!log_fd) return fail_errno("opening {}", log);
   UniqueFd null_fd(::open("/dev/null", O_RDONLY | O_CLOEXEC));

@@ -112,7 +112,7 @@ Result<nlohmann::json> Manager::apply_reload(Config next) {
   }
   bool settings_changed = live_settings(config_) != live_settings(next);
   bool carrier_changed = config_.detect.carrier != next.detect.carrier;
-  Config old = std::exchange(config_, std::move(next));
+  config_ = std::move(next);
 
   std::vector<Child> kids;
   for (auto& c : children_) {

@@ -6,6 +6,9 @@
 #include <sys/prctl.h>
 #include <sys/ioctl.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
+#include <linux/if_packet.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -36,6 +39,8 @@ enum class Limit {
   fcntl_cmds,    // arg 1 among kFcntlCmds
   ioctl_tcgets,  // arg 1 == TCGETS
   own_process,   // arg 0 (tgid of tgkill) == getpid()
+  own_thread,    // arg 0 (pid of sched_setscheduler) == 0: the caller itself
+  packet_stats,  // arg 1 == SOL_PACKET and arg 2 == PACKET_STATISTICS (getsockopt)
 };
 
 struct Entry {
@@ -62,9 +67,8 @@ constexpr Entry kAllowlist[] = {
     {"shutdown", Limit::none},
     {"close", Limit::none},
     {"close_range", Limit::none},  // the crash handler (driver/crash.cpp)
-    {"sched_setscheduler", Limit::none},  // ... which lowers the dying domain to SCHED_IDLE
-    {"getsockopt", Limit::none},
-    {"setsockopt", Limit::none},
+    {"sched_setscheduler", Limit::own_thread},  // ... which lowers the dying domain to SCHED_IDLE
+    {"getsockopt", Limit::packet_stats},
     // event loop
     {"epoll_create1", Limit::none},
     {"epoll_ctl", Limit::none},
@@ -118,7 +122,10 @@ constexpr Entry kAllowlist[] = {
 #endif
 };
 
-constexpr int kFcntlCmds[] = {F_GETFD, F_SETFD, F_GETFL, F_SETFL, F_DUPFD_CLOEXEC, F_GET_SEALS};
+// No F_SETFL: the file status flags of a descriptor shared with a frontend
+// (its doorbell, its socket) are the frontend's too, and clearing
+// O_NONBLOCK on them would make the frontend block on the domain's behalf.
+constexpr int kFcntlCmds[] = {F_GETFD, F_SETFD, F_GETFL, F_DUPFD_CLOEXEC, F_GET_SEALS};
 
 constexpr rlim_t kMaxOpenFiles = 4096;
 
@@ -126,9 +133,11 @@ const char* limit_note(Limit limit) {
   switch (limit) {
     case Limit::none: return "";
     case Limit::no_exec_prot: return "[no PROT_EXEC]";
-    case Limit::fcntl_cmds: return "[GETFD/SETFD/GETFL/SETFL/DUPFD_CLOEXEC/GET_SEALS]";
+    case Limit::fcntl_cmds: return "[GETFD/SETFD/GETFL/DUPFD_CLOEXEC/GET_SEALS]";
     case Limit::ioctl_tcgets: return "[TCGETS]";
     case Limit::own_process: return "[own process]";
+    case Limit::own_thread: return "[itself]";
+    case Limit::packet_stats: return "[PACKET_STATISTICS]";
   }
   return "";
 }
@@ -204,6 +213,13 @@ Status apply_limits(const Policy& policy) {
   if (auto s = lower_limit(RLIMIT_NOFILE, "RLIMIT_NOFILE", kMaxOpenFiles); !s) return s;
   if (auto s = lower_limit(RLIMIT_NPROC, "RLIMIT_NPROC", 0); !s) return s;
   if (auto s = lower_limit(RLIMIT_CORE, "RLIMIT_CORE", 0); !s) return s;
+  if (policy.file_size_limit_bytes != 0) {
+    // Its stdout and stderr are the manager's log file on /run (tmpfs, RAM):
+    // past the limit a write fails with EFBIG instead of filling the host's
+    // memory, and does not kill the domain (SIGXFSZ ignored).
+    ::signal(SIGXFSZ, SIG_IGN);
+    if (auto s = lower_limit(RLIMIT_FSIZE, "RLIMIT_FSIZE", policy.file_size_limit_bytes); !s) return s;
+  }
   return {};
 }
 
@@ -291,6 +307,15 @@ Status add_entry(scmp_filter_ctx ctx, const Entry& entry, int nr) {
       scmp_arg_cmp cmp{.arg = 0, .op = SCMP_CMP_EQ,
                        .datum_a = static_cast<scmp_datum_t>(::getpid())};
       return add_rule(ctx, entry.name, nr, std::span(&cmp, 1));
+    }
+    case Limit::own_thread: {
+      scmp_arg_cmp cmp{.arg = 0, .op = SCMP_CMP_EQ, .datum_a = 0};
+      return add_rule(ctx, entry.name, nr, std::span(&cmp, 1));
+    }
+    case Limit::packet_stats: {
+      scmp_arg_cmp cmp[] = {{.arg = 1, .op = SCMP_CMP_EQ, .datum_a = SOL_PACKET},
+                            {.arg = 2, .op = SCMP_CMP_EQ, .datum_a = PACKET_STATISTICS}};
+      return add_rule(ctx, entry.name, nr, std::span(cmp));
     }
   }
   return {};

@@ -13,8 +13,12 @@
 //   1. resource limits: RLIMIT_AS (Policy::memory_limit_bytes), RLIMIT_NOFILE
 //      (4096 or the existing hard limit if lower), RLIMIT_NPROC 0, RLIMIT_CORE
 //      0 (a driver's memory holds other applications' frames, so it must not
-//      end up in a core file). Soft and hard limits are both set: the hard one
-//      cannot be raised again once CAP_SYS_RESOURCE is gone.
+//      end up in a core file), RLIMIT_FSIZE (Policy::file_size_limit_bytes:
+//      its log lives on tmpfs, in the host's memory; SIGXFSZ is ignored, so a
+//      write past it fails instead of killing the domain). Soft and hard
+//      limits are both set: the hard one cannot be raised again once
+//      CAP_SYS_RESOURCE is gone (the manager, which keeps it, raises
+//      RLIMIT_AS when a reload adds app domains).
 //   2. capabilities: every capability not in Policy::keep_caps leaves the
 //      bounding set, the ambient set is cleared, the inheritable set is
 //      emptied and permitted = effective = keep_caps.
@@ -33,8 +37,10 @@
 //     eventfd kicks.
 //     accept4, accept, shutdown, close: serving frontends on the Unix socket
 //     that was bound before apply(); dropping a frontend or a passed fd.
-//     getsockopt, setsockopt: SO_PEERCRED to identify a frontend, PACKET_*
-//     membership and buffer options when a frontend's MAC joins.
+//     getsockopt limited to SOL_PACKET/PACKET_STATISTICS: the NIC's receive
+//     overruns. No setsockopt: every socket option is set before apply(),
+//     and a free one reached TPACKET rings and fanout groups, a kernel area
+//     with a history of CVEs.
 //   event loop
 //     epoll_create1, epoll_ctl, epoll_wait, epoll_pwait, epoll_pwait2, poll,
 //     ppoll; eventfd2 (kick channels), timerfd_create, timerfd_settime,
@@ -48,6 +54,9 @@
 //     clock_gettime, gettimeofday (vDSO fallbacks), clock_nanosleep,
 //     nanosleep, sched_yield.
 //   process housekeeping
+//     sched_setscheduler only on itself (pid 0): the crash handler lowers the
+//     dying domain to SCHED_IDLE; on any other pid it could starve the
+//     warm spare.
 //     exit, exit_group, restart_syscall, rt_sigreturn, rt_sigprocmask,
 //     rt_sigaction, getpid, gettid; tgkill only aimed at this process (abort()
 //     raises SIGABRT with it) - the driver runs as uid 0 without CAP_KILL, and
@@ -55,8 +64,9 @@
 //     such as the manager and the frontends.
 //   file descriptors
 //     fstat, newfstatat (fstat on glibc >= 2.33, sizes of passed memfds),
-//     lseek, fcntl limited to F_GETFD/F_SETFD/F_GETFL/F_SETFL/F_DUPFD_CLOEXEC/
-//     F_GET_SEALS (F_SETOWN/F_SETSIG could aim SIGIO at another process,
+//     lseek, fcntl limited to F_GETFD/F_SETFD/F_GETFL/F_DUPFD_CLOEXEC/
+//     F_GET_SEALS (F_SETFL could make a descriptor shared with a frontend
+//     blocking, F_SETOWN/F_SETSIG could aim SIGIO at another process,
 //     F_ADD_SEALS could interfere with a frontend's memfd), ioctl limited to
 //     TCGETS (glibc stdio asks whether a character device is a terminal on a
 //     stream's first write; the query has no side effects).
@@ -86,6 +96,8 @@ namespace ng::sandbox {
 
 struct Policy {
   uint64_t memory_limit_bytes = 0;     // RLIMIT_AS; 0: leave unlimited
+  // RLIMIT_FSIZE: the most any file it writes (its log) may hold; 0: unlimited.
+  uint64_t file_size_limit_bytes = uint64_t{16} << 20;
   // Capabilities are checked when a socket is created, not when it is used:
   // a driver whose AF_PACKET socket is already open normally keeps none.
   std::vector<cap_value_t> keep_caps;  // e.g. CAP_NET_RAW

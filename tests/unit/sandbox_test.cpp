@@ -1,6 +1,8 @@
 #include "sandbox/sandbox.hpp"
 
 #include <fcntl.h>
+#include <linux/if_packet.h>
+#include <sched.h>
 #include <seccomp.h>
 #include <sys/capability.h>
 #include <sys/epoll.h>
@@ -162,6 +164,12 @@ TEST(Sandbox, SteadyStateSyscallsStayAllowed) {
 
     uint64_t seed = 0;
     CHILD_CHECK(fd, ::getrandom(&seed, sizeof seed, 0) == sizeof seed);
+    // The NIC's overrun counter, and its own scheduling (the crash handler's).
+    tpacket_stats ps{};
+    socklen_t len = sizeof ps;
+    CHILD_CHECK(fd, ::getsockopt(-1, SOL_PACKET, PACKET_STATISTICS, &ps, &len) == -1 && errno == EBADF);
+    sched_param normal{};
+    CHILD_CHECK(fd, ::sched_setscheduler(0, SCHED_OTHER, &normal) == 0);
     // Signal 0 to itself: tgkill is allowed when aimed at this process.
     CHILD_CHECK(fd, ::syscall(SYS_tgkill, ::getpid(), ::gettid(), 0) == 0);
     return 0;
@@ -245,6 +253,22 @@ TEST(Sandbox, ForbiddenSyscallsKillWithSigsys) {
          ::mprotect(p, 4096, PROT_READ | PROT_EXEC);
        }},
       {"fcntl F_SETOWN", [](pid_t p) { ::fcntl(0, F_SETOWN, p); }},
+      // Clearing O_NONBLOCK on a descriptor shared with a frontend blocks the frontend.
+      {"fcntl F_SETFL", [](pid_t) { ::fcntl(0, F_SETFL, 0); }},
+      {"setsockopt", [](pid_t) {
+         int one = 1;
+         ::setsockopt(0, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+       }},
+      {"getsockopt of another option", [](pid_t) {
+         int v = 0;
+         socklen_t len = sizeof v;
+         ::getsockopt(0, SOL_SOCKET, SO_RCVBUF, &v, &len);
+       }},
+      // The warm spare, say, set to SCHED_IDLE.
+      {"sched_setscheduler of the parent", [](pid_t p) {
+         sched_param idle{};
+         ::sched_setscheduler(p, SCHED_IDLE, &idle);
+       }},
       {"ioctl FIONREAD", [](pid_t) {
          int n = 0;
          ::ioctl(0, FIONREAD, &n);
@@ -389,6 +413,28 @@ TEST(Sandbox, MemoryLimitMakesLargeAllocationsFail) {
     return 0;
   });
   EXPECT_TRUE(end.exited_ok()) << end.describe();
+}
+
+// Its log lives on tmpfs: past the limit a write fails, and the domain lives on.
+TEST(Sandbox, FileSizeLimitStopsTheLogAndKillsNothing) {
+  REQUIRE_ROOT();
+  FILE* tmp = std::tmpfile();
+  ASSERT_NE(tmp, nullptr);
+  int file = ::fileno(tmp);
+  Policy p;
+  p.file_size_limit_bytes = 1 << 20;
+  auto end = run_confined(p, [file](int fd) {
+    std::string block(64 << 10, 'x');
+    ssize_t n = 0;
+    for (int i = 0; i < 32 && n >= 0; ++i) n = ::write(file, block.data(), block.size());
+    CHILD_CHECK(fd, n < 0 && errno == EFBIG);
+    return 0;
+  });
+  EXPECT_TRUE(end.exited_ok()) << end.describe();
+  struct stat st{};
+  ASSERT_EQ(::fstat(file, &st), 0);
+  EXPECT_LE(st.st_size, 1 << 20);
+  std::fclose(tmp);
 }
 
 TEST(Sandbox, MemoryLimitBelowCurrentUsageIsRefused) {
