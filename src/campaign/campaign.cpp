@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 
 #include "campaign/app_streams.hpp"
+#include "campaign/drops.hpp"
 #include "campaign/load.hpp"
 #include "campaign/netns_child.hpp"
 #include "campaign/traffic.hpp"
@@ -544,6 +545,7 @@ Result<std::optional<RunRecord>> Session::attempt_run(const std::string& kind, u
   // Long enough before the injection for the baseline window.
   const uint64_t before = baseline_ns() + kLeadNs + 50 * kMs;
   const uint64_t started = mono_ns();
+  auto counted = manager_status(*lab_);
   auto traffic = RunTraffic::start(*lab_, o_, before + window + kTailNs, o_.http ? nginx_.url() : "");
   if (!traffic) return tl::unexpected(traffic.error());
   std::this_thread::sleep_for(std::chrono::nanoseconds(before));
@@ -573,6 +575,7 @@ Result<std::optional<RunRecord>> Session::attempt_run(const std::string& kind, u
   }
   if (!finished) return tl::unexpected(finished.error());
   assess(r, *traffic, inj, started);
+  if (auto now = manager_status(*lab_); counted && now) r.drops = drops_between(*counted, *now);
   bool wanted = std::none_of(out.timelines.begin(), out.timelines.end(), [&](const Timeline& t) {
     return t.title.rfind(fmt::format("{}, {} ", r.policy, r.kind), 0) == 0;
   });

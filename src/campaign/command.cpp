@@ -57,6 +57,7 @@ void print_progress(const RunRecord& r) {
              r.tcp_survived ? "" : ", TCP connection lost", progress_extras(r),
              r.detail.empty() ? "" : " (" + r.detail + ")");
   for (const auto& d : r.false_detections) fmt::print("         false alarm: {}\n", d);
+  if (!r.drops.empty()) fmt::print("         dropped by nicguard: {}\n", r.drops);
   std::fflush(stdout);
 }
 

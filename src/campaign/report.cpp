@@ -978,14 +978,14 @@ std::string runs_csv(const std::vector<RunRecord>& runs) {
       "run,policy,kind,seed,domain,detail,detector,outcome,detection_ms,recovery_ms,"
       "interruption_ms,baseline_ms,lost,tcp_survived,interruption_all_apps_ms,worst_app,"
       "false_detections," +
-      std::string(kHttpCsvHeader) + "\n";
+      std::string(kHttpCsvHeader) + ",drops\n";
   for (const auto& r : runs) {
-    out += fmt::format("{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n", r.run, csv_field(r.policy),
+    out += fmt::format("{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n", r.run, csv_field(r.policy),
                        csv_field(r.kind), r.seed, csv_field(r.domain), csv_field(r.detail),
                        csv_field(r.detector), outcome_name(r.outcome), r.detection_ms, r.recovery_ms,
                        r.interruption_ms, r.baseline_ms, r.lost, r.tcp_survived ? "true" : "false",
                        r.interruption_all_apps_ms, csv_field(r.worst_app), r.false_detections.size(),
-                       http_csv(r.http));
+                       http_csv(r.http), csv_field(r.drops));
   }
   return out;
 }

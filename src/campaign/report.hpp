@@ -60,6 +60,9 @@ struct RunRecord {
   double interruption_all_apps_ms = 0;
   std::string worst_app;
   std::optional<HttpFigures> http;  // with --http
+  // Frames nicguard's own counters dropped during the run, as
+  // "app1 rx_drops 3; driver-b nic_rx_overruns 312" ("" when none).
+  std::string drops;
   // Kind "none": every detect event of the run, as "driver-a hang by front-app1: ...".
   std::vector<std::string> false_detections;
   // A false alarm is no effect of an injected fault: nothing was injected.

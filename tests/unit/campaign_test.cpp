@@ -8,6 +8,7 @@
 #include <fmt/format.h>
 
 #include "campaign/campaign.hpp"
+#include "campaign/drops.hpp"
 #include "campaign/load.hpp"
 
 namespace ng::campaign {
@@ -319,3 +320,23 @@ TEST(CampaignLoad, DescriptionNamesTheHostsOfTheTcpLoad) {
 
 }  // namespace
 }  // namespace ng::campaign
+
+TEST(CampaignDrops, OnlyCountersThatRoseAndAReplacedProcessCountsFromZero) {
+  using nlohmann::json;
+  json before = {
+      {"apps", {{{"name", "app1"}, {"pid", 10}, {"counters", {{"rx_drops", 5}, {"tx_drops", 1}}}},
+                {{"name", "app2"}, {"pid", 11}, {"counters", {{"rx_drops", 7}}}}}},
+      {"drivers", {{{"name", "a"}, {"pid", 20}, {"counters", {{"nic_rx_overruns", 3}}},
+                    {"connections", {{{"app", "app1"}, {"rx_drops", 2}}}}},
+                   {{"name", "b"}, {"pid", 21}, {"counters", {{"nic_rx_overruns", 9}}}}}}};
+  json after = before;
+  after["apps"][0]["counters"]["rx_drops"] = 8;    // +3
+  after["apps"][1]["pid"] = 12;                      // restarted: its 7 count
+  after["drivers"][0]["connections"][0]["rx_drops"] = 4;  // +2
+  after["drivers"][1]["pid"] = 22;                   // replaced: 4 since its start
+  after["drivers"][1]["counters"]["nic_rx_overruns"] = 4;
+  EXPECT_EQ(ng::campaign::drops_between(before, after),
+            "app1 rx_drops 3; app2 rx_drops 7; driver-a ring_rx_drops app1 2; driver-b nic_rx_overruns 4");
+  EXPECT_EQ(ng::campaign::drops_between(before, before), "");
+  EXPECT_EQ(ng::campaign::drops_between(json::object(), json::object()), "");
+}

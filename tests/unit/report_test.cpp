@@ -306,24 +306,24 @@ TEST(ReportCsv, HeaderAndEveryFieldWithQuoting) {
       "run,policy,kind,seed,domain,detail,detector,outcome,detection_ms,recovery_ms,"
       "interruption_ms,baseline_ms,lost,tcp_survived,interruption_all_apps_ms,worst_app,false_detections,"
       "http_requests,http_failed,http_latency_p50_ms,http_latency_p99_ms,http_latency_max_ms,"
-      "http_baseline_latency_max_ms\n"));
+      "http_baseline_latency_max_ms,drops\n"));
   // Without --http its columns are empty.
   EXPECT_THAT(csv, HasSubstr("\n5,warm-spare,regflip,1005,driver-a,"
                              "\"tid 812 rip bit 17, \"\"after\"\" 3210 us\",,silent-failure,"
-                             "-1,-1,50,0.2,500,false,0,,0,,,,,,\n"));
+                             "-1,-1,50,0.2,500,false,0,,0,,,,,,,\n"));
   EXPECT_THAT(csv, HasSubstr("\n6,warm-spare,regflip,1006,driver-a,\"two\nlines\",heartbeat,"
-                             "not-recovered,20,-1,1000,0.4,10000,false,0,,0,,,,,,\n"));
+                             "not-recovered,20,-1,1000,0.4,10000,false,0,,0,,,,,,,\n"));
   EXPECT_THAT(csv, HasSubstr("\n1,warm-spare,crash,0,driver-a,injection 1,hangup,recovered,"
-                             "0.4,0.9,3,0.2,30,true,0,,0,,,,,,\n"));
+                             "0.4,0.9,3,0.2,30,true,0,,0,,,,,,,\n"));
   EXPECT_EQ(occurrences(csv, "\n"), 1 + runs.size() + 1);  // one embedded newline
 }
 
 TEST(ReportCsv, EveryAppHttpAndFalseAlarmColumns) {
   auto runs = with_new_fields();
   auto csv = ng::campaign::runs_csv(runs);
-  EXPECT_THAT(csv, HasSubstr(",true,7.5,app3,0,400,2,1.5,9,12,3\n"));  // run 1: every app, HTTP
+  EXPECT_THAT(csv, HasSubstr(",true,7.5,app3,0,400,2,1.5,9,12,3,\n"));  // run 1: every app, HTTP
   EXPECT_THAT(csv, HasSubstr("\n10,warm-spare,none,0,driver-a,nothing injected,hang,false-alarm,"));
-  EXPECT_THAT(csv, HasSubstr(",app1,2,,,,,,\n"));  // run 10: two false detections, no HTTP
+  EXPECT_THAT(csv, HasSubstr(",app1,2,,,,,,,\n"));  // run 10: two false detections, no HTTP
 }
 
 TEST(ReportCsv, EmptyIsHeaderOnly) {
