@@ -22,6 +22,8 @@ PACKAGES=(
   help2man
   # tests and micro-benchmarks
   libgtest-dev libgmock-dev libbenchmark-dev
+  # fuzz targets (tests/fuzz): clang++ and libFuzzer's runtime
+  clang libclang-rt-14-dev
   # lab, demo and bench: namespaces, links, traffic generators, services
   iproute2 ethtool kmod procps iperf3 sockperf netcat-openbsd nginx-light curl
   # integration tests: ping, captures, a broadcast sender

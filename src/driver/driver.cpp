@@ -80,6 +80,7 @@ struct Connection {
   stats::DriverConnection* stats = nullptr;
   uint32_t rx_pending = 0;  // frames copied into rx slots, not yet published
   uint32_t rx_free = 0;
+  bool lied = false;  // ctl-garbage, ctl-truncated: its one bad control message is sent
 
   bool active() const { return state == State::ready && role == proto::Role::active; }
 };
@@ -140,7 +141,8 @@ class Driver {
         if (!handle_events(0)) return 1;
       }
       if (work == 0 && probes != 0) idler.slept(false, now);
-      if (idler.keep_polling(work, now)) continue;
+      // A storming domain does not sleep between its storms: kicks are its work.
+      if (idler.keep_polling(work + (f == Fault::kick_storm), now)) continue;
       auto woke = sleep();
       if (!woke) return 1;
       idler.slept(*woke, now);
@@ -166,6 +168,12 @@ class Driver {
     if (f == Fault::wedge) wedge();
     if (f == Fault::deaf) go_deaf();
     if (f == Fault::hangup) hang_up_all();
+    if (f == Fault::rx_index_jump || f == Fault::rx_index_back) move_rx_producer(f == Fault::rx_index_jump);
+    if (f == Fault::tx_index_jump || f == Fault::tx_index_back) move_tx_done(f == Fault::tx_index_jump);
+    if (f == Fault::desc_outside || f == Fault::len_zero || f == Fault::len_max) publish_bad_rx(f);
+    if (f == Fault::desc_flip) flip_descriptors();
+    if (f == Fault::ctl_garbage || f == Fault::ctl_truncated) lie_on_control(f);
+    if (f == Fault::kick_storm) kick_storm();
   }
 
   // What a hostile domain can do with the descriptors it shares: fill them,
@@ -217,14 +225,157 @@ class Driver {
     leaked_.push_back(p);
   }
 
-  void corrupt() {
+  void corrupt() { publish_bad_rx(Fault::corrupt); }
+
+  // ---- a domain that lies to its frontends ----------------------------------
+  // Each lie is told again on every pass while armed: the domain's own honest
+  // work may overwrite it, and the frontend must find it whenever it looks.
+
+  static ring::Desc bad_desc(Fault f, uint32_t slot_size) {
+    if (f == Fault::desc_outside) return {slot_size - 16, 64};  // starts in the slot, ends in the next
+    if (f == Fault::len_zero) return {0, 0};
+    if (f == Fault::len_max) return {0, UINT32_MAX};
+    return {slot_size, 64};  // corrupt: starts past the slot
+  }
+
+  void publish_bad_rx(Fault f) {
     for (auto& c : conns_) {
       if (!c || !c->active()) continue;
-      auto f = c->rx.free_slots();
-      if (!f || *f == 0) continue;
-      c->rx.set(0, ring::Desc{c->rx.slot_size(), 64});  // offset past the slot
+      auto free = c->rx.free_slots();
+      if (!free || *free == 0) continue;
+      c->rx.set(0, bad_desc(f, c->rx.slot_size()));
       c->rx.publish(1);
       ring::kick(c->doorbell.get());
+    }
+  }
+
+  // The index the frontend reads on the ring it consumes, moved from what it
+  // took: 2^31 ahead, or one behind.
+  void move_rx_producer(bool ahead) {
+    for (auto& c : conns_) {
+      if (!c || c->state != Connection::State::ready) continue;
+      ring::RingControl* rx = ring::rx_ring(c->region.data(), c->layout).control;
+      uint32_t taken = rx->cons.value.load(std::memory_order_acquire);
+      rx->prod.value.store(ahead ? taken + (1u << 31) : taken - 1, std::memory_order_release);
+      ring::kick(c->doorbell.get());
+    }
+  }
+
+  // The indices this domain owns on the ring the frontend produces: past what
+  // the frontend posted by a ring and one, or behind what this domain really
+  // finished by as much (so behind whatever the frontend last saw, too).
+  void move_tx_done(bool ahead) {
+    for (auto& c : conns_) {
+      if (!c || c->state != Connection::State::ready) continue;
+      ring::RingControl* tx = ring::tx_ring(c->region.data(), c->layout).control;
+      uint32_t step = c->layout.tx_slots + 1;
+      uint32_t to = ahead ? tx->prod.value.load(std::memory_order_acquire) + step : c->tx.cons() - step;
+      tx->cons.value.store(to, std::memory_order_relaxed);
+      tx->done.value.store(to, std::memory_order_release);
+    }
+  }
+
+  // Time of check to time of use: a published descriptor whose length flips
+  // between valid and 2^32-1 while the frontend reads it, so that a frontend
+  // that loaded a field twice would check one value and use the other. The
+  // sandbox lets a domain start no thread: the loop flips for a while each
+  // pass, beating all along, and publishes the next frame each time the
+  // frontend took one on a good read. It leaves the length valid: only a
+  // read during the flipping can see the bad one.
+  void flip_descriptors() {
+    constexpr uint64_t kFlipNs = 500'000;
+    constexpr uint32_t kFlipsPerBeat = 1024;
+    uint64_t until = mono_ns() + kFlipNs;
+    for (uint32_t n = 0;; ++n) {
+      for (auto& c : conns_) {
+        if (c && c->active()) flip(*c, n & 1 ? UINT32_MAX : kFlipLen);
+      }
+      if (n % kFlipsPerBeat != kFlipsPerBeat - 1) continue;
+      beat();
+      if (mono_ns() >= until) break;
+    }
+    for (auto& c : conns_) {
+      if (c && c->active()) flip(*c, kFlipLen);
+    }
+  }
+
+  // A harmless frame: to nobody's MAC, of a local experimental EtherType.
+  static constexpr uint32_t kFlipLen = 64;
+  static constexpr std::array<uint8_t, kFlipLen> kFlipFrame = {
+      0, 0, 0, 0, 0, 0, 0, 0, 0, 0,                          // virtio-net header
+      0x02, 0x6e, 0x67, 0x00, 0x00, 0x00, 0x02, 0x6e, 0x67,  // destination, source...
+      0x00, 0x00, 0x01, 0x88, 0xb5};                         // ... EtherType
+
+  void flip(Connection& c, uint32_t len) {
+    ring::RingRef rx = ring::rx_ring(c.region.data(), c.layout);
+    if (rx.control->cons.value.load(std::memory_order_acquire) == c.rx.prod()) {
+      auto free = c.rx.free_slots();
+      if (!free || *free == 0) return;
+      std::memcpy(c.rx.slot(0), kFlipFrame.data(), kFlipFrame.size());
+      c.rx.set(0, ring::Desc{0, kFlipLen});
+      c.rx.publish(1);
+      ring::kick(c.doorbell.get());
+      return;
+    }
+    ring::Desc& d = rx.descs[(c.rx.prod() - 1) & (rx.slots - 1)];
+    std::atomic_ref<uint32_t>(d.len).store(len, std::memory_order_relaxed);
+  }
+
+  // One bad message per frontend on its control socket, in whatever state
+  // its connection is: a frontend connecting now gets it inside its handshake.
+  void lie_on_control(Fault f) {
+    for (auto& c : conns_) {
+      if (!c || c->lied) continue;
+      c->lied = true;
+      auto bytes = f == Fault::ctl_garbage ? garbage_message() : truncated_fault_message();
+      [[maybe_unused]] auto r = ::send(c->sock.get(), bytes.data(), bytes.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    }
+  }
+
+  static std::vector<uint8_t> garbage_message() {
+    std::vector<uint8_t> junk(48);
+    for (size_t i = 0; i < junk.size(); ++i) junk[i] = static_cast<uint8_t>(0xa5 ^ (i * 37));
+    return junk;
+  }
+
+  // A fault report the frontend would believe (and fail over on, as a hang),
+  // cut inside its reason, with a header that agrees with the cut: only the
+  // body's own length field gives it away.
+  static std::vector<uint8_t> truncated_fault_message() {
+    auto m = proto::encode(proto::Fault{proto::FaultKind::hang, "a report cut short"});
+    m.resize(m.size() - 8);
+    set_payload_length(m, static_cast<uint32_t>(m.size() - proto::kHeaderSize));
+    return m;
+  }
+
+  static void set_payload_length(std::vector<uint8_t>& m, uint32_t n) {
+    for (size_t i = 0; i < 4; ++i) m[8 + i] = static_cast<uint8_t>(n >> (8 * i));  // after magic, version, type
+  }
+
+  // hello-truncated: the answer to a hello, short of the payload its header
+  // announces. The connection stays open: the frontend must end it.
+  Status answer_hello_truncated(Connection& c) {
+    proto::HelloAck ack;
+    ack.features = proto::kFeatureVnetHdr | proto::kFeatureHeartbeat;
+    ack.driver_name = opt_.name;
+    auto m = proto::encode(ack);
+    m.resize(m.size() - 4);
+    [[maybe_unused]] auto r = ::send(c.sock.get(), m.data(), m.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    return {};
+  }
+
+  // Kicks with no work behind them, for a while each pass and beating all
+  // along: in every other way the domain stays healthy and carries its traffic.
+  void kick_storm() {
+    constexpr uint64_t kStormNs = 500'000;
+    uint64_t until = mono_ns() + kStormNs;
+    for (unsigned n = 0;; ++n) {
+      for (auto& c : conns_) {
+        if (c && c->state == Connection::State::ready) ring::kick(c->doorbell.get());
+      }
+      if (n % kItemsPerBeat != kItemsPerBeat - 1) continue;
+      beat();
+      if (mono_ns() >= until) return;
     }
   }
 
@@ -553,6 +704,7 @@ class Driver {
 
   Status on_hello(Connection& c, const proto::Hello& h) {
     if (c.state != Connection::State::awaiting_hello) return fail("hello sent twice");
+    if (inject_ && inject_->armed() == Fault::hello_truncated) return answer_hello_truncated(c);
     if (h.min_version > proto::kVersion || h.max_version < proto::kVersion) {
       return fail("frontend speaks versions {}..{}, this driver speaks {}", h.min_version,
                   h.max_version, proto::kVersion);

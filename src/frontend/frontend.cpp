@@ -33,6 +33,7 @@
 #include "frontend/announce.hpp"
 #include "frontend/cpu_sampler.hpp"
 #include "frontend/path_check.hpp"
+#include "frontend/replayable.hpp"
 #include "frontend/rx_probe.hpp"
 #include "frontend/settings.hpp"
 #include "frontend/tap.hpp"
@@ -73,6 +74,9 @@ constexpr uint64_t kMaxReconnectDelayNs = 1'000'000'000;
 constexpr unsigned kSalvageDatagrams = 8;
 // At SIGTERM, how long the driver domains get to let go of our regions.
 constexpr uint64_t kLeaveWaitNs = 200'000'000;
+// Doorbell reads a wedged domain's one flood of its doorbell takes (its
+// socket buffer, read 4 KiB at a time: a few dozen), with room to spare.
+constexpr uint32_t kKickFloodReads = 256;
 
 enum class Detector { crash, hang, stall, carrier, violation };
 const char* detector_name(Detector d) {
@@ -125,6 +129,7 @@ struct Backend {
   stats::FrontBackend* st = nullptr;
   pid_t pid = 0;      // the driver domain's process, from SO_PEERCRED
   UniqueFd pidfd;     // to fence it without racing a pid reuse
+  UniqueFd ending;    // the pidfd of a failed domain on its way out, until it is gone
   Watchdog watchdog;
   // While a beat is awaited: the domain's user-mode CPU time.
   UserCpuSampler sampler;
@@ -149,6 +154,11 @@ struct Backend {
   bool baseline_pending = false;
   uint64_t ready_ns = 0;          // when the connection last became ready
   uint32_t quick_failures = 0;    // failures in a row, each soon after connecting
+  // Doorbell reads that found kicks, beyond the frames the domain moved
+  // (kick_storm()); and the indices that counted as moved when last asked.
+  uint32_t kick_debt = 0;
+  uint32_t kicks_rx_cons = 0;
+  uint32_t kicks_tx_done = 0;
 
   std::string domain() const { return "driver-" + name; }
 
@@ -755,6 +765,11 @@ class Frontend {
                              static_cast<double>(waited) / 1e6, s.state, static_cast<double>(ran) / 1e6));
   }
 
+  static bool has_exited(int pidfd) {
+    pollfd p{pidfd, POLLIN, 0};
+    return ::poll(&p, 1, 0) != 0;  // readable once it ended; an error: nothing to wait for
+  }
+
   bool answer_pending(const Backend& b) const {
     pollfd p{b.sock.get(), POLLIN, 0};
     return ::poll(&p, 1, 0) > 0;
@@ -772,6 +787,13 @@ class Frontend {
 
   void start_connect(Backend& b) {
     b.next_attempt_ns = mono_ns() + reconnect_delay_ns(b);
+    // A fenced domain takes tens of ms to die (its memory goes before its
+    // descriptors), and its listening socket takes connections until then:
+    // one made now was reset as the domain ended, a second, false crash of
+    // a domain already judged (8 frontends on one liar all logged it; found
+    // by tests/integration/hostile_test.cpp).
+    if (b.ending && !has_exited(b.ending.get())) return;
+    b.ending.reset();
     UniqueFd s(::socket(AF_UNIX, SOCK_SEQPACKET | SOCK_NONBLOCK | SOCK_CLOEXEC, 0));
     sockaddr_un addr{};
     addr.sun_family = AF_UNIX;
@@ -813,8 +835,31 @@ class Frontend {
   // The driver's end of the doorbell closed: a hang-up like the socket's
   // (the crash handler closes both); anything else there is just kicks.
   void on_doorbell(Backend& b, uint32_t events) {
-    bool open = ring::drain(b.doorbell.get());
-    if (!open || (events & (EPOLLHUP | EPOLLERR))) fail_backend(b, Detector::crash, "doorbell hang-up");
+    size_t kicks = 0;
+    bool open = ring::drain(b.doorbell.get(), &kicks);
+    if (!open || (events & (EPOLLHUP | EPOLLERR))) return fail_backend(b, Detector::crash, "doorbell hang-up");
+    if (kicks != 0 && kick_storm(b)) {
+      fail_backend(b, Detector::violation,
+                   fmt::format("{} doorbell reads found kicks beyond the frames the domain moved: a kick storm",
+                               b.kick_debt));
+    }
+  }
+
+  // An honest domain kicks us only after it published frames for us or
+  // finished some of ours, so every doorbell read that finds kicks is owed
+  // at least one frame moved. Reads beyond that are kicks without work: a
+  // storm of them kept this loop from ever sleeping (a full core for as
+  // long as the domain liked; found by tests/integration/hostile_test.cpp).
+  // The allowance is what an honest domain can be ahead by, the frames it
+  // moved that we have not looked at yet (both rings' worth), and the one
+  // flood of a wedged domain, which the hang detector judges.
+  bool kick_storm(Backend& b) {
+    uint32_t rx = b.rx.cons(), tx = b.tx.done();
+    uint32_t moved = (rx - b.kicks_rx_cons) + (tx - b.kicks_tx_done);
+    b.kicks_rx_cons = rx;
+    b.kicks_tx_done = tx;
+    b.kick_debt = (b.kick_debt > moved ? b.kick_debt - moved : 0) + 1;
+    return b.kick_debt > b.layout.rx_slots + b.layout.tx_slots + kKickFloodReads;
   }
 
   Status on_message(Backend& b, const proto::Message& m) {
@@ -865,6 +910,7 @@ class Frontend {
     b.header = ring::init_region(p, *layout);
     b.tx = ring::Producer(ring::tx_ring(p, *layout), ring::kFresh);
     b.rx = ring::Consumer(ring::rx_ring(p, *layout), ring::kFresh);
+    b.kick_debt = b.kicks_rx_cons = b.kicks_tx_done = 0;
     UniqueFd theirs;
     if (auto st = ring::make_doorbell(b.doorbell, theirs); !st) return st;
     epoll_event ev{EPOLLIN, {.u64 = tag(tag_kick, b.index)}};
@@ -981,7 +1027,11 @@ class Frontend {
     events_.emit("detect", ev);
     // A hang-up from a domain that is still running (not dying) is no
     // crash it recovers from by itself: it is fenced like any other.
-    if (d != Detector::crash || still_running(b)) fence(b, d);
+    if (d != Detector::crash || still_running(b)) {
+      fence(b, d);
+    } else {
+      b.ending = std::move(b.pidfd);  // gone, or exiting (fenced by another frontend): see start_connect
+    }
     b.failed_before = true;
     bool quick = b.ready_ns == 0 || t0 - b.ready_ns < kQuickFailureNs;
     b.quick_failures = quick ? b.quick_failures + 1 : 0;
@@ -1032,6 +1082,7 @@ class Frontend {
       return;
     }
     stats::add(stats_->fences, 1);
+    b.ending = std::move(b.pidfd);  // the backend is closed next: see start_connect
     events_.emit("fence", {{"domain", b.domain()}, {"pid", b.pid}, {"signal", "SIGKILL"},
                            {"reason", detector_name(d)}});
   }
@@ -1070,7 +1121,7 @@ class Frontend {
     if (failed.tx.attached() && failed.tx.refresh()) {
       for (uint32_t i = failed.tx.done(); i != failed.tx.prod(); ++i) {
         ring::Desc d = failed.tx.desc_at(i);
-        if (d.offset >= failed.tx.slot_size() || d.len > failed.tx.slot_size() - d.offset) continue;
+        if (!replayable(d, failed.tx.slot_size())) continue;
         if (held_.size() >= opt_.hold_frames) {
           ++dropped;
           continue;
@@ -1111,7 +1162,7 @@ class Frontend {
     unsigned count = 0;
     for (uint32_t i = failed.tx.done(); i != failed.tx.prod(); ++i) {
       ring::Desc d = failed.tx.desc_at(i);
-      if (d.offset >= failed.tx.slot_size() || d.len > failed.tx.slot_size() - d.offset) continue;
+      if (!replayable(d, failed.tx.slot_size())) continue;
       count += post(next, failed.tx.slot_at(i) + d.offset, d.len, false);
     }
     stats::add(stats_->replayed, count);

@@ -21,7 +21,7 @@ struct InjectOptions {
 
 std::string fault_help() {
   std::string out = "Faults:\n";
-  for (const auto& f : ng::inject::faults()) out += fmt::format("  {:<10} {}\n", f.name, f.models);
+  for (const auto& f : ng::inject::faults()) out += fmt::format("  {:<16} {}\n", f.name, f.models);
   return out;
 }
 

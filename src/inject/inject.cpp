@@ -30,6 +30,28 @@ const std::vector<FaultInfo>& faults() {
        "the domain stops answering its control socket: a frontend that connects now never gets "
        "past its hello"},
       {Fault::hangup, "hangup", "the domain hangs up on every frontend, again and again, and stays alive"},
+      {Fault::rx_index_jump, "rx-index-jump",
+       "the domain moves its RX producer index 2^31 past what the frontend took"},
+      {Fault::rx_index_back, "rx-index-back",
+       "the domain moves its RX producer index back behind what the frontend took"},
+      {Fault::tx_index_jump, "tx-index-jump",
+       "the domain moves its TX consumer and done indices ring size + 1 past what the frontend posted"},
+      {Fault::tx_index_back, "tx-index-back",
+       "the domain moves its TX consumer and done indices back behind what it finished"},
+      {Fault::desc_outside, "desc-outside",
+       "the domain publishes RX descriptors that run past the end of their slot"},
+      {Fault::len_zero, "len-zero", "the domain publishes RX descriptors of length 0"},
+      {Fault::len_max, "len-max", "the domain publishes RX descriptors of length 2^32-1"},
+      {Fault::desc_flip, "desc-flip",
+       "the domain flips a published RX descriptor between valid and invalid while the frontend "
+       "reads it (time of check to time of use)"},
+      {Fault::ctl_garbage, "ctl-garbage", "the domain sends junk bytes on every frontend's control socket"},
+      {Fault::ctl_truncated, "ctl-truncated",
+       "the domain sends every frontend a control message cut short inside its body"},
+      {Fault::hello_truncated, "hello-truncated",
+       "the domain answers every new frontend's hello with a truncated hello_ack"},
+      {Fault::kick_storm, "kick-storm",
+       "the domain kicks every frontend's doorbell in a tight loop while otherwise healthy"},
   };
   return list;
 }

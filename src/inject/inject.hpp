@@ -37,6 +37,20 @@ enum class Fault : uint32_t {
   wedge,   // tries to make its frontends block on their doorbells, then blocks itself
   deaf,    // stops answering control messages (new frontends never get past hello)
   hangup,  // hangs up on every frontend again and again while staying alive
+  // a domain that lies in what it shares: each must be found, classified
+  // and fenced by the frontend without harm to it (tests/integration/hostile_test.cpp)
+  rx_index_jump,    // RX producer index 2^31 past what the frontend took
+  rx_index_back,    // RX producer index moved behind what the frontend took
+  tx_index_jump,    // TX done index past what the frontend posted
+  tx_index_back,    // TX done index moved behind what it already finished
+  desc_outside,     // an RX descriptor that runs past the end of its slot
+  len_zero,         // an RX descriptor of length 0
+  len_max,          // an RX descriptor of length 2^32-1
+  desc_flip,        // an RX descriptor's length flips valid/invalid while it is read
+  ctl_garbage,      // junk bytes on the control socket
+  ctl_truncated,    // a control message cut short inside its body
+  hello_truncated,  // hellos answered with a HelloAck shorter than its header says
+  kick_storm,       // kicks the frontends' doorbells in a tight loop, otherwise healthy
 };
 
 struct FaultInfo {

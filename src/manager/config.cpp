@@ -89,6 +89,7 @@ class TableReader {
     const toml::node* n = present(key, required, "a string");
     if (n == nullptr) return std::nullopt;
     if (!n->is_string()) return type_error(n, key, "a string");
+    if (nul_error(n, key_path(key))) return std::nullopt;
     return n->as_string()->get();
   }
 
@@ -124,6 +125,7 @@ class TableReader {
         errors_.at(&arr[i], p, "expected a string");
         continue;
       }
+      if (nul_error(&arr[i], p)) continue;
       out.emplace_back(&arr[i], arr[i].as_string()->get());
     }
     return out;
@@ -136,6 +138,15 @@ class TableReader {
       errors_.at(nullptr, key_path(key), fmt::format("missing; expected {}", type));
     }
     return n;
+  }
+  // Every string here is a name, a path or an address, and reaches the
+  // kernel as a C string that ends at a NUL byte (TOML writes one as
+  // \u0000): state_dir "/run/a\u0000b" would put every socket of the
+  // manager at the one path /run/a. Found by tests/fuzz/config_fuzz.cpp.
+  bool nul_error(const toml::node* n, const std::string& path) {
+    if (n->as_string()->get().find('\0') == std::string::npos) return false;
+    errors_.at(n, path, "a NUL byte (\\u0000) is not allowed in a name, path or address");
+    return true;
   }
   std::nullopt_t type_error(const toml::node* n, std::string_view key, std::string_view type) {
     errors_.at(n, key_path(key), fmt::format("wrong type; expected {}", type));

@@ -166,15 +166,15 @@ void ControlServer::answer_lines(Conn& c) {
                   (nl = c.in.find('\n', start)) != std::string::npos;
        start = nl + 1, ++answered) {
     std::string_view line(c.in.data() + start, nl - start);
-    auto req = nlohmann::json::parse(line, nullptr, false);
+    auto req = parse_request(line);
     nlohmann::json answer;
-    if (req.is_discarded() || !req.is_object()) {
-      answer = refusal("the request is not a JSON object on one line, e.g. {\"cmd\":\"status\"}");
+    if (!req) {
+      answer = refusal(req.error().message);
     } else {
       // The handler builds JSON from our own state; a library exception
       // there must cost one answer, not the manager.
       try {
-        answer = handler_(req);
+        answer = handler_(*req);
       } catch (const std::exception& e) {
         answer = refusal(fmt::format("internal error: {}", e.what()));
       }
@@ -254,6 +254,14 @@ Status wait_ready(int fd, short events, uint64_t deadline, const std::string& pa
 }
 
 }  // namespace
+
+Result<nlohmann::json> parse_request(std::string_view line) {
+  auto req = nlohmann::json::parse(line, nullptr, false);
+  if (req.is_discarded() || !req.is_object()) {
+    return fail("the request is not a JSON object on one line, e.g. {{\"cmd\":\"status\"}}");
+  }
+  return req;
+}
 
 std::string request_type_error(const nlohmann::json& request) {
   if (!request.is_object()) return fmt::format("a request is a JSON object, not {}", request.type_name());

@@ -8,6 +8,7 @@
 #include <functional>
 #include <map>
 #include <string>
+#include <string_view>
 
 #include <nlohmann/json.hpp>
 
@@ -57,6 +58,11 @@ class ControlServer {
   Handler handler_;
   std::string path_;
 };
+
+// One request line (without its newline) as the server takes it: a JSON
+// object, or the refusal's text. The handler still checks its members with
+// request_type_error().
+Result<nlohmann::json> parse_request(std::string_view line);
 
 // What is wrong with a request's types ("cmd" must be a string, ...), or ""
 // when nothing is: a wrong type is named, not taken for an empty value.

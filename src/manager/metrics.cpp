@@ -370,6 +370,10 @@ Result<MetricsEndpoint> parse_tcp(const std::string& where) {
 }  // namespace
 
 Result<MetricsEndpoint> parse_metrics_listen(const std::string& where) {
+  // bind(), lstat() and inet_pton() take the address as a C string, which
+  // would end at the NUL and name another socket than the one written.
+  // Found by tests/fuzz/metrics_fuzz.cpp.
+  if (where.find('\0') != std::string::npos) return fail("a NUL byte is not allowed; {}", kAccepted);
   if (where.starts_with("unix:")) return parse_unix(where.substr(5));
   return parse_tcp(where);
 }
@@ -618,23 +622,34 @@ void MetricsServer::read_request(Conn& c) {
   c.answered = true;
 }
 
-std::string MetricsServer::answer(std::string_view request) {
-  if (!complete(request)) {
-    return response("431 Request Header Fields Too Large", kPlainType, "request too large\n");
-  }
+MetricsRequest parse_metrics_request(std::string_view request) {
+  if (!complete(request)) return MetricsRequest::too_large;
   auto w = words(request.substr(0, request.find_first_of("\r\n")));
-  if (w.size() != 3 || !w[2].starts_with("HTTP/")) {
-    return response("400 Bad Request", kPlainType, "bad request\n");
-  }
+  if (w.size() != 3 || !w[2].starts_with("HTTP/")) return MetricsRequest::malformed;
   std::string_view path = w[1].substr(0, w[1].find('?'));
-  if (path != "/metrics") {
-    return response("404 Not Found", kPlainType, "not found: the metrics are at /metrics\n");
+  if (path != "/metrics") return MetricsRequest::not_found;
+  if (w[0] == "HEAD") return MetricsRequest::head;
+  if (w[0] != "GET") return MetricsRequest::not_allowed;
+  return MetricsRequest::get;
+}
+
+std::string MetricsServer::answer(std::string_view request) {
+  MetricsRequest asked = parse_metrics_request(request);
+  switch (asked) {
+    case MetricsRequest::too_large:
+      return response("431 Request Header Fields Too Large", kPlainType, "request too large\n");
+    case MetricsRequest::malformed:
+      return response("400 Bad Request", kPlainType, "bad request\n");
+    case MetricsRequest::not_found:
+      return response("404 Not Found", kPlainType, "not found: the metrics are at /metrics\n");
+    case MetricsRequest::not_allowed:
+      return response("405 Method Not Allowed", kPlainType, "only GET and HEAD\n", false,
+                      "Allow: GET, HEAD\r\n");
+    case MetricsRequest::get:
+    case MetricsRequest::head:
+      break;
   }
-  bool head = w[0] == "HEAD";
-  if (w[0] != "GET" && !head) {
-    return response("405 Method Not Allowed", kPlainType, "only GET and HEAD\n", false,
-                    "Allow: GET, HEAD\r\n");
-  }
+  bool head = asked == MetricsRequest::head;
   // The body is built from the caller's state; a library exception there
   // must cost one answer, not the caller's loop.
   try {

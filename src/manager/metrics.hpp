@@ -43,6 +43,13 @@ struct MetricsEndpoint {
 Result<MetricsEndpoint> parse_metrics_listen(const std::string& where);
 Status check_metrics_listen(const std::string& where);
 
+// What an HTTP request for the endpoint asks, from the bytes read so far
+// (a request line and headers ended by an empty line; more than the server
+// reads without one is too_large). The server's parsing, apart from its
+// sockets, so that it can be fuzzed.
+enum class MetricsRequest { too_large, malformed, not_found, not_allowed, get, head };
+MetricsRequest parse_metrics_request(std::string_view request);
+
 // A tiny HTTP/1.x server: GET (or HEAD) /metrics answers 200 with body(),
 // any other path 404; every connection is closed after one answer. Nothing
 // blocks: a client that sends slowly keeps a slot (at most 16) for at most

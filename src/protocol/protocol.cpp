@@ -174,6 +174,16 @@ Message parse(Type t, Reader& r) {
   return Refuse{};
 }
 
+// recvmsg() returns 0 for an empty SOCK_SEQPACKET packet as for the end of
+// the connection: only the socket can tell them apart. An empty packet from
+// a live peer is malformed (decode() says so), not a crash, which is what
+// the frontend would have reported it as. Found by
+// tests/fuzz/protocol_recv_fuzz.cpp.
+bool hung_up(int sock) {
+  pollfd p{sock, POLLRDHUP, 0};
+  return ::poll(&p, 1, 0) == 1 && (p.revents & (POLLHUP | POLLRDHUP)) != 0;
+}
+
 }  // namespace
 
 const char* role_name(Role r) { return r == Role::active ? "active" : "spare"; }
@@ -297,7 +307,7 @@ Result<Received> recv_message(int sock, int timeout_ms) {
       }
     }
   }
-  if (n == 0) {
+  if (n == 0 && hung_up(sock)) {
     auto e = fail("the peer closed the control socket");
     e.value().peer_gone = true;
     return e;

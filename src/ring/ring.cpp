@@ -81,6 +81,16 @@ RingRef rx_ring(void* base, const Layout& layout) {
                  layout.rx_slots, layout.slot_size};
 }
 
+// One load of each field into the copy, whatever the compiler would rather
+// do: the peer may rewrite a descriptor between two reads of it, and a
+// check of one read followed by a use of another (time of check to time of
+// use) would let it point a frame anywhere. Relaxed suffices: the index
+// that published the descriptor was loaded with acquire.
+Desc load_once(Desc& shared) {
+  return Desc{std::atomic_ref<uint32_t>(shared.offset).load(std::memory_order_relaxed),
+              std::atomic_ref<uint32_t>(shared.len).load(std::memory_order_relaxed)};
+}
+
 Producer::Producer(RingRef ring)
     : ring_(ring),
       prod_(ring.control->prod.value.load(std::memory_order_relaxed)),
@@ -117,7 +127,7 @@ const std::byte* Producer::slot_at(uint32_t index) const {
   return ring_.data + size_t{index & (ring_.slots - 1)} * ring_.slot_size;
 }
 
-Desc Producer::desc_at(uint32_t index) const { return ring_.descs[index & (ring_.slots - 1)]; }
+Desc Producer::desc_at(uint32_t index) const { return load_once(ring_.descs[index & (ring_.slots - 1)]); }
 
 Consumer::Consumer(RingRef ring)
     : ring_(ring),
@@ -142,7 +152,7 @@ Result<uint32_t> Consumer::available() {
 }
 
 Result<Frame> Consumer::frame(uint32_t i) const {
-  const Desc d = ring_.descs[(cons_ + i) & (ring_.slots - 1)];
+  const Desc d = load_once(ring_.descs[(cons_ + i) & (ring_.slots - 1)]);
   if (d.len == 0 || d.offset >= ring_.slot_size || d.len > ring_.slot_size - d.offset) {
     return fail("malformed descriptor: offset {} length {} in a {}-byte slot", d.offset, d.len,
                 ring_.slot_size);

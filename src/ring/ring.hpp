@@ -113,6 +113,9 @@ RegionHeader* init_region(void* base, const Layout& layout);
 // Validates a region mapped from the peer against the negotiated layout.
 Result<RegionHeader*> attach_region(void* base, size_t mapped_size, const Layout& layout);
 
+// A copy of a descriptor in shared memory, each field loaded exactly once.
+Desc load_once(Desc& shared);
+
 struct RingRef {
   RingControl* control = nullptr;
   Desc* descs = nullptr;
@@ -157,6 +160,8 @@ class Producer {
   uint32_t slot_size() const { return ring_.slot_size; }
   // Buffer of an absolute index, for re-posting unfinished frames elsewhere.
   const std::byte* slot_at(uint32_t index) const;
+  // The descriptor as the region holds it now (the peer can write it too),
+  // each field loaded once: check and use the copy, never the region.
   Desc desc_at(uint32_t index) const;
   bool attached() const { return ring_.control != nullptr; }
 
@@ -181,7 +186,8 @@ class Consumer {
 
   // Frames ready to read. prod - cons beyond the ring size is a protocol violation.
   Result<uint32_t> available();
-  // Copies the descriptor once and checks offset and length against the slot.
+  // Copies the descriptor once (one load of each field, see load_once) and
+  // checks offset and length against the slot.
   Result<Frame> frame(uint32_t i) const;
   void take(uint32_t n);
   void finish(uint32_t n);
@@ -224,11 +230,13 @@ inline void kick(int doorbell) {
   char one = 1;
   [[maybe_unused]] auto r = ::send(doorbell, &one, 1, MSG_DONTWAIT | MSG_NOSIGNAL);
 }
-// Takes the pending kicks; false once the peer closed its end (a readable
-// doorbell that yields nothing would otherwise wake the caller for ever).
-inline bool drain(int doorbell) {
+// Takes the pending kicks (up to a buffer's worth; `kicks`, if given, says
+// how many); false once the peer closed its end (a readable doorbell that
+// yields nothing would otherwise wake the caller for ever).
+inline bool drain(int doorbell, size_t* kicks = nullptr) {
   char buf[4096];
   ssize_t r = ::recv(doorbell, buf, sizeof(buf), MSG_DONTWAIT);
+  if (kicks != nullptr) *kicks = r > 0 ? static_cast<size_t>(r) : 0;
   return r != 0;
 }
 
