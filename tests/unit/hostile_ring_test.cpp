@@ -3,6 +3,7 @@
 // descriptor rewritten while it is read. tests/integration/hostile_test.cpp
 // tells the same lies through the real driver and frontend.
 #include "ring/ring.hpp"
+#include "ring_region.hpp"
 
 #include <gtest/gtest.h>
 
@@ -16,19 +17,7 @@ namespace ring = ng::ring;
 
 namespace {
 
-struct Region {
-  explicit Region(uint32_t slots = 16, uint32_t slot_size = 2048)
-      : layout(*ring::compute_layout(slots, slots, slot_size)),
-        mem(new (std::align_val_t{4096}) std::byte[layout.region_size]()) {
-    ring::init_region(mem, layout);
-  }
-  ~Region() { ::operator delete[](mem, std::align_val_t{4096}); }
-  ring::RegionHeader* header() const { return reinterpret_cast<ring::RegionHeader*>(mem); }
-  ring::Desc* rx_descs() const { return reinterpret_cast<ring::Desc*>(mem + layout.rx_desc_off); }
-  ring::Desc* tx_descs() const { return reinterpret_cast<ring::Desc*>(mem + layout.tx_desc_off); }
-  ring::Layout layout;
-  std::byte* mem;
-};
+using ng::test::Region;
 
 // A consumer that took and finished `n` frames, as the frontend's RX side.
 ring::Consumer consumer_after(Region& r, uint32_t n) {

@@ -1,4 +1,5 @@
 #include "ring/ring.hpp"
+#include "ring_region.hpp"
 #include "ring/idle.hpp"
 
 #include <gtest/gtest.h>
@@ -14,17 +15,7 @@ namespace ring = ng::ring;
 
 namespace {
 
-// A region in ordinary memory: the ring logic does not care where it lives.
-struct Region {
-  explicit Region(uint32_t slots = 16, uint32_t slot_size = 2048)
-      : layout(*ring::compute_layout(slots, slots, slot_size)),
-        mem(new (std::align_val_t{4096}) std::byte[layout.region_size]()) {
-    ring::init_region(mem, layout);
-  }
-  ~Region() { ::operator delete[](mem, std::align_val_t{4096}); }
-  ring::Layout layout;
-  std::byte* mem;
-};
+using ng::test::Region;
 
 void put(ring::Producer& p, uint32_t i, uint32_t value) {
   std::memcpy(p.slot(i), &value, sizeof(value));
