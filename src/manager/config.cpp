@@ -4,6 +4,7 @@
 #include <sys/un.h>
 
 #include <algorithm>
+#include <cctype>
 #include <fstream>
 #include <map>
 #include <optional>
@@ -576,46 +577,86 @@ namespace {
 // such bytes only there, and the parser this build uses (toml++ 3.3.0)
 // reaches undefined behaviour on some of them (EF BB AF at the start of a
 // file, for one: its test for whitespace hits __builtin_unreachable on
-// U+00A1..U+0499, among others), so they are refused before it sees them. A UTF-8
-// byte-order mark at the start is fine. Refused as well, found by
-// tests/fuzz/config_fuzz.cpp: such a byte after a quote glued to a value
-// (1"..." is one bare value to toml++, no string), and one right after a
-// backslash in a multi-line basic string or after the whitespace a
-// line-ending backslash trims (toml++ tests it for whitespace there too).
+// U+00A1..U+0499, among others), so they are refused before it sees them.
+// A UTF-8 byte-order mark at the start is fine.
+//
+// Where a string starts is toml++'s to say, found by tests/fuzz/config_fuzz.cpp:
+// a bare value (1"...", +{='...') runs to whitespace, ']', '}', ',' or '#'
+// whatever quotes it holds, so only a quote where a key or a value starts
+// opens a string. And inside a multi-line basic string toml++ tests for
+// whitespace the byte after a backslash and what a line-ending backslash
+// trims: a non-ASCII byte there is refused too.
 std::string stray_non_ascii(std::string_view t) {
   const size_t begin = t.rfind("\xEF\xBB\xBF", 0) == 0 ? 3 : 0;
   size_t i = begin;
   size_t line = 1, column = 1;
-  enum { code, comment, basic, literal, ml_basic, ml_literal, glued } in = code;
-  char quote = 0;  // what ends a glued quote
+  enum { code, comment, bare_key, bare, glued, basic, literal, ml_basic, ml_literal } in = code;
+  enum { key, value, after } next = key;  // what toml++ expects at the next token
+  std::string nest;                       // the arrays '[' and inline tables '{' open here
+  char quote = 0;                         // what ends a glued quote
   auto starts = [&](std::string_view s) { return t.substr(i, s.size()) == s; };
+  auto one_of = [](char ch, std::string_view set) { return set.find(ch) != std::string_view::npos; };
   auto at = [&](size_t j, const char* what) {
     size_t l = line, col = column;
     for (size_t k = i; k < j; ++k) t[k] == '\n' ? (++l, col = 1) : ++col;
     return fmt::format("{}:{}: byte {:#04x} {}", l, col, static_cast<unsigned char>(t[j]), what);
   };
-  // Where toml++ starts a value or a key, a quote opens a string; glued to
-  // anything else it is part of a bare value that toml++ scans on.
-  auto one_of = [](char ch, std::string_view set) { return set.find(ch) != std::string_view::npos; };
-  auto opens = [&] { return i == begin || one_of(t[i - 1], " \t\r\n=[{,"); };
   while (i < t.size()) {
-    unsigned char c = static_cast<unsigned char>(t[i]);
-    size_t step = 1;
+    char ch = t[i];
+    unsigned char c = static_cast<unsigned char>(ch);
+    size_t step = 1;  // 0: the byte ends a state and is looked at again
     if (in == code) {
       if (c >= 0x80) return at(i, "outside a string or a comment");
-      if (c == '#') in = comment;
-      else if ((c == '"' || c == '\'') && !opens()) in = glued, quote = static_cast<char>(c);
-      else if (starts("\"\"\"")) in = ml_basic, step = 3;
-      else if (starts("'''")) in = ml_literal, step = 3;
-      else if (c == '"') in = basic;
-      else if (c == '\'') in = literal;
-    } else if (in == glued) {
-      if (c >= 0x80) return at(i, "outside a string or a comment (a quote glued to a value opens none)");
-      if (c == static_cast<unsigned char>(quote) || c == '\n') in = code;
+      if (ch == '#') {
+        in = comment;
+      } else if (ch == '\n') {
+        if (nest.empty()) next = key;
+      } else if (one_of(ch, " \t\r")) {
+        // spaces change nothing
+      } else if (ch == '=') {
+        next = value;
+      } else if (ch == '.') {
+        next = key;
+      } else if (ch == '[' || ch == '{') {
+        bool opens_value = next == value;  // else a table header's bracket
+        if (opens_value) nest += ch;
+        next = ch == '[' && opens_value ? value : key;
+      } else if (ch == ']' || ch == '}') {
+        if (!nest.empty()) nest.pop_back();
+        next = after;
+      } else if (ch == ',') {
+        next = !nest.empty() && nest.back() == '{' ? key : value;
+      } else if (ch == '"' || ch == '\'') {
+        if (next == after) {
+          in = glued, quote = ch;
+        } else if (starts("\"\"\"") || starts("'''")) {
+          in = ch == '"' ? ml_basic : ml_literal, step = 3;
+        } else {
+          in = ch == '"' ? basic : literal;
+        }
+        next = after;
+      } else {
+        // Bare where a key starts is a key, to the first byte no bare key
+        // holds; bare anywhere else is a value to toml++, scanned on to a
+        // value's end.
+        in = next == key ? bare_key : bare;
+        next = after;
+      }
+    } else if (in == bare_key) {
+      bool key_byte = std::isalnum(c) || ch == '_' || ch == '-';
+      if (!key_byte) in = code, step = 0;
+    } else if (in == bare || in == glued) {
+      if (in == bare && one_of(ch, " \t\r\n]},#")) {
+        in = code, step = 0;
+      } else if (in == glued && (ch == quote || ch == '\n')) {
+        in = code, step = ch == '\n' ? 0 : 1;
+      } else if (c >= 0x80) {
+        return at(i, "outside a string or a comment (in a bare value, where a quote opens none)");
+      }
     } else if (in == comment) {
-      if (c == '\n') in = code;
+      if (ch == '\n') in = code, step = 0;
     } else if (in == basic || in == ml_basic) {
-      if (c == '\\') {
+      if (ch == '\\') {
         step = 2;  // an escape: the next byte cannot end the string
         size_t j = i + 1;
         while (in == ml_basic && j < t.size() && one_of(t[j], " \t\r\n")) ++j;
@@ -624,11 +665,11 @@ std::string stray_non_ascii(std::string_view t) {
         }
       } else if (in == ml_basic && starts("\"\"\"")) {
         in = code, step = 3;
-      } else if (in == basic && (c == '"' || c == '\n')) {
-        in = code;
+      } else if (in == basic && (ch == '"' || ch == '\n')) {
+        in = code, step = ch == '\n' ? 0 : 1;
       }
-    } else if (in == ml_literal ? starts("'''") : (c == '\'' || c == '\n')) {
-      step = in == ml_literal ? 3 : 1;
+    } else if (in == ml_literal ? starts("'''") : (ch == '\'' || ch == '\n')) {
+      step = in == ml_literal ? 3 : (ch == '\n' ? 0 : 1);
       in = code;
     }
     for (size_t k = 0; k < step && i < t.size(); ++k, ++i) {
