@@ -39,6 +39,9 @@ void ng::cli::add_driver_command(CLI::App& app, int& exit_code) {
   cmd->add_option("--vm-run-dir", opt->vm.run_dir, "Where the VM's QMP and gdbstub sockets and console go");
   cmd->add_option("--vm-boot-timeout-ms", opt->vm.boot_timeout_ms, "QEMU start to the guest's first answer")
       ->capture_default_str();
+  cmd->add_option("--uid", opt->uid,
+                  "Unprivileged uid the sandbox takes, in a user namespace of its own with an empty "
+                  "root; 0: stay root (not with --vm)");
   cmd->add_flag("!--no-sandbox", opt->sandbox, "Skip seccomp/capability/memory sandboxing");
   cmd->callback([opt, &exit_code] { exit_code = ng::driver::run_driver(*opt); });
 }

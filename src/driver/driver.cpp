@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <seccomp.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <spdlog/spdlog.h>
@@ -1045,6 +1046,24 @@ Result<std::unique_ptr<Nic>> open_nic(const DriverOptions& o, std::optional<VmDo
   return link;
 }
 
+// Started by the manager, a domain is pid 1 of a pid namespace of its own;
+// /proc is still the host's here, and its "self" names us as the host sees us.
+pid_t host_pid() {
+  char buf[32] = {};
+  ssize_t n = ::readlink("/proc/self", buf, sizeof buf - 1);
+  return n > 0 ? static_cast<pid_t>(std::strtol(buf, nullptr, 10)) : ::getpid();
+}
+
+// As pid 1 of its pid namespace the domain gets no signal it has no handler
+// for: SIGTERM and SIGINT would be ignored.
+void end_on_terminate_as_init() {
+  if (::getpid() != 1) return;
+  struct sigaction sa {};
+  sa.sa_handler = [](int sig) { ::_exit(128 + sig); };
+  sigemptyset(&sa.sa_mask);
+  for (int sig : {SIGTERM, SIGINT}) ::sigaction(sig, &sa, nullptr);
+}
+
 Result<Driver*> setup(const DriverOptions& o, std::unique_ptr<Driver>& out) {
   if (auto s = o.netns.empty() ? Status{} : netlink::enter_netns(o.netns); !s) return tl::unexpected(s.error());
   std::optional<VmDomain> vm;
@@ -1057,7 +1076,7 @@ Result<Driver*> setup(const DriverOptions& o, std::unique_ptr<Driver>& out) {
   stats::set_name((*st)->name, o.name);
   stats::set_name((*st)->nic, o.nic);
   (*st)->nic_fd.store(static_cast<uint64_t>((*nic)->fd()) + 1);
-  (*st)->pid.store(static_cast<uint64_t>(::getpid()));
+  (*st)->pid.store(static_cast<uint64_t>(host_pid()));
   std::optional<inject::ControlFile> inject;
   if (!o.inject.empty()) {
     auto f = inject::ControlFile::open(o.inject);
@@ -1082,6 +1101,11 @@ Result<Driver*> setup(const DriverOptions& o, std::unique_ptr<Driver>& out) {
 
 int run_driver(const DriverOptions& o) {
   auto crash_stack = hang_up_on_crash();
+  end_on_terminate_as_init();
+  if (o.vm.enabled && o.uid != 0) {
+    spdlog::error("driver {}: --uid is for process domains: a driver VM's QEMU is its child", o.name);
+    return 2;
+  }
   std::unique_ptr<Driver> driver;
   auto d = setup(o, driver);
   if (!d) {
@@ -1101,6 +1125,8 @@ int run_driver(const DriverOptions& o) {
     // A VM domain reaps and, on its way out, kills its own QEMU, through
     // the pidfd it holds; it has no other child and can signal nobody else.
     if (o.vm.enabled) policy.extra_syscalls = {SCMP_SYS(wait4), SCMP_SYS(pidfd_send_signal)};
+    policy.uid = o.uid;
+    spdlog::info("driver {}: sandbox: {}", o.name, sandbox::describe(policy));
     if (auto s = sandbox::apply(policy); !s) {
       spdlog::error("driver {}: sandbox: {}", o.name, s.error().message);
       return 1;

@@ -31,6 +31,10 @@ struct DriverOptions {
   uint64_t pair_id = 0;
   ServePriority serve;  // scheduling once serving
   bool sandbox = true;
+  // The unprivileged uid the sandbox takes, in a user namespace of its own
+  // with an empty root (sandbox::Policy::uid); 0: stays root, in the
+  // host's filesystem. Process domains only: a driver VM's QEMU is its child.
+  uint32_t uid = 0;
   // A driver VM drives the NIC (driver/vm_domain.hpp); off: the NIC is ours.
   VmDomainOptions vm;
 };

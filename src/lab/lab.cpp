@@ -31,7 +31,9 @@
 #include "common/fd.hpp"
 #include "common/file.hpp"
 #include "common/hash.hpp"
+#include "manager/config.hpp"
 #include "netlink/netlink.hpp"
+#include "sandbox/cgroup.hpp"
 #include "vm/vm.hpp"
 
 // Status-returning steps read best as a flat sequence; this keeps them so.
@@ -330,6 +332,8 @@ void remove_by_suffix(const std::string& sfx, bool kill_lab_process, Report& rep
   pids.insert(pids.end(), started.begin(), started.end());
   std::erase_if(pids, [&](pid_t p) { return p <= 0 || !belongs_to_lab(p, sfx); });
   remove_namespaces(netns_of(sfx), std::move(pids), rep);
+  auto prefix = sandbox::domain_cgroup_name(manager::pair_id(info ? info->state_dir : dir + "/state"), "");
+  for (auto& g : sandbox::remove_cgroups_named(prefix, rep.errors)) rep.removed.push_back("cgroup " + g);
   remove_root_links(
       root_links_matching([&](const std::string& l) { return is_root_link_of(l, sfx); }), rep);
   remove_dir(dir, rep);

@@ -14,6 +14,8 @@
 #include <fmt/ranges.h>
 #include <toml++/toml.h>
 
+#include "common/hash.hpp"
+#include "common/text.hpp"
 #include "manager/metrics.hpp"
 #include "ring/ring.hpp"
 #include "vm/vm.hpp"
@@ -834,5 +836,7 @@ std::vector<std::string> reload_blockers(const Config& now, const Config& next) 
   }
   return b.lines;
 }
+
+uint64_t pair_id(const std::string& state_dir) { return fnv1a64(read_text("/etc/machine-id") + state_dir); }
 
 }  // namespace ng::manager

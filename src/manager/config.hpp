@@ -122,4 +122,11 @@ std::vector<std::string> reload_blockers(const Config& now, const Config& next);
 // Serialises a validated config back to TOML with every default written out.
 std::string to_toml(const Config& config);
 
+// The pair's id, in path probes, domain uids and cgroup names: one per host
+// and state directory, so that pairs of other hosts (or of another manager
+// here) on the same segment keep their probes apart; the same on every
+// start, so that a restarted manager still adopts the domains (their command
+// line must not change).
+uint64_t pair_id(const std::string& state_dir);
+
 }  // namespace ng::manager

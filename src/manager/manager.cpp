@@ -21,6 +21,7 @@
 #include <spdlog/spdlog.h>
 
 #include "common/clock.hpp"
+#include "common/clone.hpp"
 #include "common/file.hpp"
 #include "common/hash.hpp"
 #include "common/text.hpp"
@@ -29,6 +30,7 @@
 #include "manager/locate.hpp"
 #include "manager/process.hpp"
 #include "netlink/netlink.hpp"
+#include "sandbox/sandbox.hpp"
 #include "vm/guest_regflip.hpp"
 #include "vm/qmp.hpp"
 
@@ -144,11 +146,6 @@ Result<std::string> self_exe() {
   return p.string();
 }
 
-// The pair's id in path probes: one per host and state directory, so that
-// pairs of other hosts (or of another manager here) on the same segment
-// keep their probes apart; the same on every start, so that a restarted
-// manager still adopts the domains (their command line must not change).
-uint64_t pair_id(const std::string& state_dir) { return fnv1a64(read_text("/etc/machine-id") + state_dir); }
 
 // A running domain serves this config if its command line is the one the
 // config asks for, the memory limit aside: that one the manager sets on the
@@ -378,7 +375,12 @@ Child Manager::driver_child(const Config& cfg, const DriverConfig& d) {
             "--inject", cfg.path("driver-" + d.name + ".inject"),
             "--serve-nice", std::to_string(serve_nice()),
             "--serve-realtime", std::to_string(rt)};
-  if (d.kind == DriverKind::vm) add_vm_args(d, c.args);
+  if (d.kind == DriverKind::vm) {
+    add_vm_args(d, c.args);
+  } else {
+    c.uid = sandbox::domain_id(pair_id(cfg.state_dir), c.config_index);
+    c.args.insert(c.args.end(), {"--uid", std::to_string(c.uid)});
+  }
   return c;
 }
 
@@ -447,7 +449,7 @@ void Manager::write_front_settings(const Child& c, bool tell) {
 // The address-space limit grows with the app domains (each maps a ring
 // region into every driver domain): a reload, or a manager adopting a
 // domain that served fewer apps, raises it on the running process.
-void Manager::apply_memory_limit(const Child& c) {
+void Manager::apply_memory_limit(Child& c) {
   if (c.kind != ChildKind::driver || c.pid == 0) return;
   rlim_t want = rlim_t{config_.drivers[c.config_index].memory_limit_mb} << 20;
   rlimit now{};
@@ -458,6 +460,11 @@ void Manager::apply_memory_limit(const Child& c) {
     return;
   }
   spdlog::info("{}: memory limit {} MiB (was {} MiB)", c.domain(), want >> 20, now.rlim_max >> 20);
+#if !defined(__SANITIZE_ADDRESS__)
+  if (c.cgroup) {
+    if (auto s = c.cgroup->set_memory_max(want); !s) spdlog::warn("{}: {}", c.domain(), s.error().message);
+  }
+#endif
 }
 
 std::string vm_image_dir(const DriverConfig& d) { return d.vm.image_dir.empty() ? vm::default_image_dir() : d.vm.image_dir; }
@@ -552,9 +559,82 @@ bool Manager::try_adopt(Child& c) {
   }
   spdlog::info("{}: adopted pid {} from a previous manager", c.domain(), c.pid);
   event("adopt", &c, {{"pid", c.pid}});
+  // Its cgroup is the one a previous manager made: taken over, so that this
+  // manager's shutdown removes it.
+  if (c.kind == ChildKind::driver && config_.drivers[c.config_index].kind != DriverKind::vm) cgroup_for(c);
   apply_memory_limit(c);
   if (c.kind == ChildKind::front) write_front_settings(c, true);
   return true;
+}
+
+// A process driver domain starts as pid 1 of a pid namespace of its own (it
+// sees no other process, and its death takes anything it might have started
+// with it) and inside its cgroup, which it joins before exec.
+Result<std::pair<pid_t, UniqueFd>> Manager::start_process(Child& c, int null_fd, int log_fd, char* const* argv) {
+  bool confined = c.kind == ChildKind::driver && config_.drivers[c.config_index].kind != DriverKind::vm;
+  if (!confined) {
+    pid_t pid = ::fork();
+    if (pid == 0) exec_child(null_fd, log_fd, argv, &child_mask_);
+    if (pid < 0) return fail_errno("fork for {}", c.domain());
+    // Our child stays a zombie until we reap it, so its pid cannot be reused here.
+    auto fd = open_pidfd(pid);
+    if (!fd) {
+      ::kill(pid, SIGKILL);
+      ::waitpid(pid, nullptr, 0);
+      return tl::unexpected(fd.error());
+    }
+    return std::pair{pid, std::move(*fd)};
+  }
+  const sandbox::DomainCgroup* cgroup = cgroup_for(c);
+  static const std::vector<int> kNoCgroup;
+  const std::vector<int>& join = cgroup ? cgroup->procs_fds() : kNoCgroup;
+  int pidfd = -1;
+  long pid = clone_with_pidfd(CLONE_NEWPID, pidfd);
+  if (pid == 0) {
+    if (!sandbox::join_cgroups(join)) {
+      static const char msg[] = "nicguard manager: cannot join the driver domain's cgroup\n";
+      [[maybe_unused]] ssize_t n = ::write(log_fd, msg, sizeof(msg) - 1);
+      ::_exit(125);
+    }
+    exec_child(null_fd, log_fd, argv, &child_mask_);
+  }
+  if (pid < 0) return fail_errno("starting {} in a pid namespace of its own (clone3)", c.domain());
+  return std::pair{static_cast<pid_t>(pid), UniqueFd(pidfd)};
+}
+
+const sandbox::DomainCgroup* Manager::cgroup_for(Child& c) {
+  if (c.cgroup) return &*c.cgroup;
+  if (!c.cgroup_error.empty()) return nullptr;
+#if defined(__SANITIZE_ADDRESS__)
+  // AddressSanitizer's shadow memory fits no domain-sized limit, and its
+  // leak check starts a thread.
+  constexpr uint64_t kPids = 8;
+  uint64_t memory = 0;
+  spdlog::warn("{}: AddressSanitizer build: its cgroup has no memory limit", c.domain());
+#else
+  constexpr uint64_t kPids = 1;  // the domain is one single-threaded process
+  uint64_t memory = uint64_t{config_.drivers[c.config_index].memory_limit_mb} << 20;
+#endif
+  auto name = sandbox::domain_cgroup_name(pair_id(config_.state_dir), c.domain());
+  auto made = sandbox::DomainCgroup::create(name, memory, kPids);
+  if (!made) {
+    c.cgroup_error = made.error().message;
+    spdlog::warn("{}: runs without a cgroup of its own (no memory or pids limit beyond its rlimits): {}",
+                 c.domain(), c.cgroup_error);
+    event("cgroup-unavailable", &c, {{"detail", c.cgroup_error}});
+    return nullptr;
+  }
+  c.cgroup = std::move(*made);
+  spdlog::info("{}: cgroup: {}", c.domain(), c.cgroup->describe());
+  return &*c.cgroup;
+}
+
+void Manager::remove_cgroups() {
+  for (auto& c : children_) {
+    if (!c.cgroup || c.pidfd) continue;
+    if (auto s = c.cgroup->remove(); !s) spdlog::warn("{}: {}", c.domain(), s.error().message);
+    c.cgroup.reset();
+  }
 }
 
 Status Manager::spawn(Child& c) {
@@ -577,18 +657,11 @@ Status Manager::spawn(Child& c) {
   c.started_wall_coarse_ns = wall_coarse_ns();
   struct stat log_st{};
   c.log_start = ::fstat(log_fd.get(), &log_st) == 0 ? static_cast<uint64_t>(log_st.st_size) : 0;
-  pid_t pid = ::fork();
-  if (pid == 0) exec_child(null_fd.get(), log_fd.get(), argv.data(), &child_mask_);
-  if (pid < 0) return fail_errno("fork for {}", c.domain());
-  // Our child stays a zombie until we reap it, so its pid cannot be reused here.
-  auto fd = open_pidfd(pid);
-  if (!fd) {
-    ::kill(pid, SIGKILL);
-    ::waitpid(pid, nullptr, 0);
-    return tl::unexpected(fd.error());
-  }
+  auto started = start_process(c, null_fd.get(), log_fd.get(), argv.data());
+  if (!started) return tl::unexpected(started.error());
+  pid_t pid = started->first;
   c.pid = pid;
-  c.pidfd = std::move(*fd);
+  c.pidfd = std::move(started->second);
   c.adopted = false;
   c.salvage_grabbed = false;
   c.started_mono_ns = mono_ns();
@@ -1119,6 +1192,7 @@ void Manager::abort_start() {
   if (!lock_fd_) return;
   stopping_ = true;
   stop_children(false);
+  remove_cgroups();
   restore_host(fresh_);
   for (const auto& n : fresh_.created_netns) owned_.created_netns.erase(n);
   for (const auto& n : fresh_.moved_nics) owned_.moved_nics.erase(n);
@@ -1134,6 +1208,7 @@ void Manager::teardown() {
   torn_down_ = true;
   stopping_ = true;
   stop_children(true);
+  remove_cgroups();
   restore_host(owned_);
   owned_ = {};
   remove_state_files();

@@ -24,6 +24,7 @@
 #include "common/stats.hpp"
 #include "frontend/settings.hpp"
 #include "inject/inject.hpp"
+#include "sandbox/cgroup.hpp"
 #include "netlink/link_watch.hpp"
 #include "manager/config.hpp"
 #include "manager/control.hpp"
@@ -60,6 +61,12 @@ struct Child {
   uint64_t log_start = 0;        // size of its log when this instance started
   std::string last_failure;      // why the last instance ended, in words; "" before any
   std::string last_failure_wall; // when (ISO 8601)
+  // Process driver domains: their memory and pids limits, made at the first
+  // start and kept across restarts; nullopt with cgroup_error when the host
+  // has none to give (said once, in the log and an event).
+  std::optional<sandbox::DomainCgroup> cgroup;
+  uint32_t uid = 0;  // the unprivileged uid a process driver domain takes
+  std::string cgroup_error;
 
   const char* kind_name() const { return kind == ChildKind::driver ? "driver" : "front"; }
   std::string domain() const { return std::string(kind_name()) + "-" + name; }
@@ -132,7 +139,7 @@ class Manager {
   Child driver_child(const Config& cfg, const DriverConfig& d);
   Child front_child(const Config& cfg, const AppConfig& a);
   void write_front_settings(const Child& c, bool tell);
-  void apply_memory_limit(const Child& c);
+  void apply_memory_limit(Child& c);
   Result<nlohmann::json> apply_reload(Config next);
   Status prepare_new_apps(const Config& next, std::vector<std::string>& created);
   void retire(Child& c);
@@ -141,6 +148,11 @@ class Manager {
   void add_vm_args(const DriverConfig& d, std::vector<std::string>& args);
   bool try_adopt(Child& c);
   Status spawn(Child& c);
+  Result<std::pair<pid_t, UniqueFd>> start_process(Child& c, int null_fd, int log_fd, char* const* argv);
+  // The cgroup a process driver domain starts in (made on first use); null
+  // where the host gives none, which is said once.
+  const sandbox::DomainCgroup* cgroup_for(Child& c);
+  void remove_cgroups();
   void on_child_exit(Child& c);
   void restart_due();
   Status prepare_nic(const DriverConfig& d, int ns_fd);

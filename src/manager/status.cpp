@@ -142,6 +142,12 @@ json Manager::driver_status(size_t i) {
                {"image_dir", vm_image_dir(d)},
                {"qemu_pid", c.pid != 0 ? qemu_of(c.pid) : 0}};
   }
+  if (d.kind != DriverKind::vm) {
+    json box = {{"uid", c.uid},
+                {"cgroup", c.cgroup ? json(c.cgroup->describe()) : json(nullptr)}};
+    if (!c.cgroup_error.empty()) box["cgroup_error"] = c.cgroup_error;
+    j["sandbox"] = std::move(box);
+  }
   std::string error;
   auto& s = mapped(c.driver_stats, config_.path("driver-" + d.name + ".stats"), stats::kDriverMagic,
                    c, error);

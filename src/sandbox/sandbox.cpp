@@ -25,6 +25,8 @@
 
 #include <fmt/format.h>
 
+#include "sandbox/isolate.hpp"
+
 #if defined(__SANITIZE_ADDRESS__)
 #include <sanitizer/lsan_interface.h>
 #endif
@@ -354,6 +356,10 @@ Status apply_seccomp(const Policy& policy) {
 
 }  // namespace
 
+uint32_t domain_id(uint64_t pair_id, size_t index) {
+  return kDomainIdBase + 16 * static_cast<uint32_t>(pair_id % 4096) + static_cast<uint32_t>(index % 16);
+}
+
 std::vector<std::string> allowed_syscall_names() {
   std::vector<std::string> names;
   for (const Entry& entry : kAllowlist) {
@@ -380,7 +386,11 @@ Status apply(const Policy& policy) {
 #endif
 
   if (auto s = apply_limits(policy); !s) return s;
+  if (policy.uid != 0) {
+    if (auto s = isolate(policy.uid); !s) return s;
+  }
   if (auto s = apply_capabilities(policy); !s) return s;
+  if (policy.uid != 0 && ::prctl(PR_SET_DUMPABLE, 1, 0, 0, 0) != 0) return fail_errno("cannot set PR_SET_DUMPABLE");
   if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) return fail_errno("cannot set no_new_privs");
   if (policy.seccomp) {
     if (auto s = apply_seccomp(policy); !s) return s;
@@ -400,6 +410,9 @@ std::string describe(const Policy& policy) {
     for (size_t i = 0; i < policy.keep_caps.size(); ++i)
       out += (i == 0 ? " " : ", ") + cap_name(policy.keep_caps[i]);
   }
+  if (policy.uid != 0)
+    out += fmt::format(", uid {} alone in a user namespace of its own, own mount, IPC, UTS and cgroup "
+                       "namespaces, an empty read-only root", policy.uid);
   out += ", no_new_privs";
   if (!policy.seccomp) return out + ", no seccomp filter";
 

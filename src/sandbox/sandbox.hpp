@@ -19,14 +19,22 @@
 //      limits are both set: the hard one cannot be raised again once
 //      CAP_SYS_RESOURCE is gone (the manager, which keeps it, raises
 //      RLIMIT_AS when a reload adds app domains).
-//   2. capabilities: every capability not in Policy::keep_caps leaves the
+//   2. isolation (Policy::uid, sandbox/isolate.hpp), if asked for: the
+//      domain takes an unprivileged uid and gid of its own, then a user
+//      namespace in which only that id is mapped, new mount, IPC, UTS and
+//      cgroup namespaces, and pivots into an empty read-only root, so that
+//      even with seccomp gone it holds no capability over the host, sees no
+//      file, and shares no System V IPC or host name. Its pid namespace and
+//      its cgroup (memory and pids limits) are the manager's to give at
+//      spawn (manager.cpp, sandbox/cgroup.hpp).
+//   3. capabilities: every capability not in Policy::keep_caps leaves the
 //      bounding set, the ambient set is cleared, the inheritable set is
 //      emptied and permitted = effective = keep_caps.
-//   3. PR_SET_NO_NEW_PRIVS, so no later execve could gain privileges.
-//      PR_SET_DUMPABLE is left as it is on purpose: the manager attaches to the
-//      driver with ptrace for fault injection, and the dumpable flag is what
-//      the kernel's ptrace access check looks at.
-//   4. a seccomp allowlist (below); anything else kills the whole process with
+//   4. PR_SET_NO_NEW_PRIVS, so no later execve could gain privileges.
+//      PR_SET_DUMPABLE stays 1 (the change of uid clears it): the manager
+//      attaches to the driver with ptrace for fault injection, and nobody
+//      else runs as the domain's uid.
+//   5. a seccomp allowlist (below); anything else kills the whole process with
 //      SIGSYS, which the manager sees as a crash and handles as a failure.
 //
 // The syscall allowlist, by what the driver's steady state uses them for:
@@ -103,7 +111,16 @@ struct Policy {
   std::vector<cap_value_t> keep_caps;  // e.g. CAP_NET_RAW
   std::vector<int> extra_syscalls;     // native syscall numbers (SCMP_SYS(name))
   bool seccomp = true;                 // false: limits, capabilities and no_new_privs only
+  // Step 2: the unprivileged uid (and gid) the domain takes; 0 keeps the
+  // caller's identity, user namespace and filesystem. Needs root on entry.
+  uint32_t uid = 0;
 };
+
+// The uids driver domains take: kDomainIdBase + 16 * (pair % 4096) + the
+// domain's index, one per domain of every pair on a host, far above the
+// ranges Debian gives to users (1000..59999) and to systemd's dynamic users.
+inline constexpr uint32_t kDomainIdBase = 0x4E470000;
+uint32_t domain_id(uint64_t pair_id, size_t index);
 
 // Confines the calling process as described above. Not reversible. On error
 // the process may be partly confined; the caller should exit rather than go

@@ -15,6 +15,8 @@
 
 #include <fmt/format.h>
 
+#include "common/clone.hpp"
+
 #include <cerrno>
 #include <cstring>
 #include <deque>
@@ -174,11 +176,7 @@ Result<Qemu> Qemu::spawn(const std::vector<std::string>& args_in, int log_fd, in
   Qemu q;
   q.lifeline_.reset(pipe_fds[1]);
   int pidfd = -1;
-  clone_args ca{};
-  ca.flags = kQemuNamespaces | CLONE_PIDFD;
-  ca.pidfd = reinterpret_cast<uintptr_t>(&pidfd);
-  ca.exit_signal = SIGCHLD;
-  long pid = ::syscall(SYS_clone3, &ca, sizeof ca);
+  long pid = clone_with_pidfd(kQemuNamespaces, pidfd);
   if (pid < 0) return fail_errno("starting QEMU in namespaces of its own (clone3)");
   if (pid == 0) {
     ::close(pipe_fds[1]);

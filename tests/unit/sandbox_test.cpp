@@ -482,6 +482,59 @@ TEST(Sandbox, AllowlistHasNoWayOut) {
   }
 }
 
+// A test uid in the domains' range, of a pair no lab uses.
+constexpr uint32_t kTestId = ng::sandbox::kDomainIdBase + 16 * 4095 + 15;
+
+TEST(Sandbox, IsolatedDomainHoldsNothingOfTheHost) {
+  REQUIRE_ROOT();
+  Policy policy;
+  policy.uid = kTestId;
+  policy.seccomp = false;  // so that the child can look around
+  auto end = run_confined(policy, [](int fd) {
+    CHILD_CHECK(fd, ::getuid() == kTestId && ::geteuid() == kTestId);
+    CHILD_CHECK(fd, ::getgid() == kTestId && ::getegid() == kTestId);
+    CHILD_CHECK(fd, ::getgroups(0, nullptr) == 0);
+    CHILD_CHECK(fd, ::access("/etc", F_OK) != 0 && errno == ENOENT);
+    CHILD_CHECK(fd, ::access("/proc/self", F_OK) != 0);
+    CHILD_CHECK(fd, ::mkdir("/x", 0700) != 0);
+    CHILD_CHECK(fd, ::open("/x", O_WRONLY | O_CREAT | O_CLOEXEC, 0600) < 0);
+    // Root of the host, and the host's init, are nobody's to it.
+    CHILD_CHECK(fd, ::kill(1, 0) != 0 && errno == EPERM);
+    CHILD_CHECK(fd, ::setuid(0) != 0);
+    // RLIMIT_NPROC 0 binds now that it is not root.
+    pid_t pid = ::fork();
+    if (pid == 0) ::_exit(0);
+    CHILD_CHECK(fd, pid < 0);
+    char host[64] = {};
+    CHILD_CHECK(fd, ::gethostname(host, sizeof host - 1) == 0 && std::string(host) == "nicguard-driver");
+    return 0;
+  });
+  EXPECT_TRUE(end.exited_ok()) << end.describe();
+}
+
+TEST(Sandbox, IsolatedDomainStillServesUnderSeccomp) {
+  REQUIRE_ROOT();
+  Policy policy;
+  policy.uid = kTestId;
+  auto end = run_confined(policy, [](int fd) {
+    int efd = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    CHILD_CHECK(fd, efd >= 0);
+    uint64_t one = 1;
+    CHILD_CHECK(fd, ::write(efd, &one, sizeof one) == sizeof one);
+    CHILD_CHECK(fd, ::read(efd, &one, sizeof one) == sizeof one);
+    spdlog::info("logging still works");
+    return 0;
+  });
+  EXPECT_TRUE(end.exited_ok()) << end.describe();
+}
+
+TEST(Sandbox, DomainIdsDifferPerPairAndIndex) {
+  EXPECT_NE(ng::sandbox::domain_id(0, 0), 0u);
+  EXPECT_NE(ng::sandbox::domain_id(7, 0), ng::sandbox::domain_id(7, 1));
+  EXPECT_NE(ng::sandbox::domain_id(7, 0), ng::sandbox::domain_id(8, 0));
+  EXPECT_GE(ng::sandbox::domain_id(~uint64_t{0}, 99), ng::sandbox::kDomainIdBase);
+}
+
 TEST(Sandbox, DescribeNamesWhatIsKept) {
   Policy policy;
   policy.memory_limit_bytes = 256ULL << 20;
@@ -494,6 +547,8 @@ TEST(Sandbox, DescribeNamesWhatIsKept) {
   EXPECT_THAT(text, ::testing::HasSubstr("getppid[extra]"));
   EXPECT_THAT(text, ::testing::HasSubstr("mmap[no PROT_EXEC]"));
 
+  policy.uid = kTestId;
+  EXPECT_THAT(ng::sandbox::describe(policy), ::testing::HasSubstr("user namespace of its own"));
   policy.seccomp = false;
   EXPECT_THAT(ng::sandbox::describe(policy), ::testing::HasSubstr("no seccomp filter"));
 }
