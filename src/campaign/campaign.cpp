@@ -17,6 +17,7 @@
 #include "campaign/drops.hpp"
 #include "campaign/load.hpp"
 #include "campaign/netns_child.hpp"
+#include "campaign/resources.hpp"
 #include "campaign/traffic.hpp"
 #include "common/clock.hpp"
 #include "common/events.hpp"
@@ -319,12 +320,20 @@ struct Injected {
   pid_t pid = 0;
 };
 
+// Every lab the campaign built and every process it saw in them, for the
+// check that nothing of them outlived the campaign.
+struct LabTrace {
+  std::vector<std::string> suffixes;
+  std::vector<SeenProcess> processes;
+};
+
 // One lab under one policy, with its echo ends, its nginx and its
 // background load, reused run after run. Members go in reverse order: every
 // process the session started is gone before its lab is torn down.
 class Session {
  public:
-  Session(std::string policy, const CampaignOptions& o) : policy_(std::move(policy)), o_(o), events_("") {}
+  Session(std::string policy, const CampaignOptions& o, LabTrace& trace)
+      : policy_(std::move(policy)), o_(o), trace_(trace), events_("") {}
 
   Status open() {
     lab::LabOptions lo;
@@ -338,6 +347,8 @@ class Session {
     auto l = lab::Lab::up(lo);
     if (!l) return tl::unexpected(l.error());
     lab_ = std::make_unique<lab::Lab>(std::move(*l));
+    trace_.suffixes.push_back(lab_->suffix());
+    if (auto st = manager_status(*lab_); st) note_processes(*st, trace_.processes);
     events_.restart(lab_->state_dir() + "/events.jsonl");
     if (auto s = start_echoes(); !s) return s;
     if (auto s = profile_guest(); !s) return s;
@@ -419,6 +430,7 @@ class Session {
   void assess_apps(RunRecord& r, const RunTraffic& t, uint64_t inj) const;
   void assess_http(RunRecord& r, const RunTraffic& t, uint64_t inj) const;
   void repair(const RunRecord& r, pid_t injected_pid);
+  void sample(RunRecord& r, CampaignResult& out);
   // Puts why a run is taken again on record, in the report's list for it.
   void retake(std::vector<std::string>& list, std::string why) {
     last_retake_ = why;
@@ -427,6 +439,7 @@ class Session {
 
   std::string policy_;
   const CampaignOptions& o_;
+  LabTrace& trace_;
   std::unique_ptr<lab::Lab> lab_;
   NetnsChild echo_;
   NetnsChild app_echoes_;  // every app but app1
@@ -583,6 +596,7 @@ Result<std::optional<RunRecord>> Session::attempt_run(const std::string& kind, u
     out.timelines.push_back(make_timeline(r, traffic->series(), inj));
   }
   repair(r, injected.pid);
+  sample(r, out);
   return std::optional<RunRecord>(std::move(r));
 }
 
@@ -673,6 +687,37 @@ void Session::repair(const RunRecord& r, pid_t injected_pid) {
   }
 }
 
+// Every run is sampled in the same state, once its recovery is over: the
+// failed domain replaced and, under warm-spare, every app's spare connected
+// again. A lab that does not get there is sampled as it is (the next run's
+// wait rebuilds it).
+void Session::sample(RunRecord& r, CampaignResult& out) {
+  (void)recovered_active(*lab_, policy_);
+  auto st = manager_status(*lab_);
+  if (!st) {
+    out.info.resource_errors.push_back(fmt::format("run {}: the manager's status: {}", r.run, st.error().message));
+    return;
+  }
+  note_processes(*st, trace_.processes);
+  auto s = sample_resources(*st);
+  if (!s) {
+    out.info.resource_errors.push_back(fmt::format("run {}: {}", r.run, s.error().message));
+    return;
+  }
+  r.resources = std::move(*s);
+}
+
+// Once every lab is down: what of them is still there.
+std::vector<std::string> leftovers_of(const LabTrace& trace) {
+  std::vector<std::string> out;
+  for (const auto& sfx : trace.suffixes) {
+    for (auto& l : lab::leftovers(sfx)) out.push_back(fmt::format("lab {}: {}", sfx, l));
+  }
+  for (auto& p : still_running(trace.processes)) out.push_back(std::move(p));
+  for (auto& p : running_children()) out.push_back(std::move(p));
+  return out;
+}
+
 double loadavg_now() { return loadavg_1min(read_text("/proc/loadavg")); }
 
 CampaignInfo make_info(const CampaignOptions& o) {
@@ -731,8 +776,9 @@ Result<CampaignResult> run_campaign(const CampaignOptions& o) {
   CampaignResult out;
   out.info = make_info(o);
   int number = 0;
+  LabTrace trace;
   for (const auto& policy : o.policies) {
-    Session session(policy, o);
+    Session session(policy, o, trace);
     if (auto s = session.open(); !s) {
       (void)session.close();
       return fail("building the {} lab: {}", policy, s.error().message);
@@ -758,6 +804,8 @@ Result<CampaignResult> run_campaign(const CampaignOptions& o) {
     if (auto s = session.close(); !s) return tl::unexpected(s.error());
     if (out.interrupted) break;
   }
+  out.info.leftovers = leftovers_of(trace);
+  out.info.leftovers_checked = true;
   return out;
 }
 

@@ -37,6 +37,50 @@ std::string progress_extras(const RunRecord& r) {
   return out;
 }
 
+std::string figure(const nlohmann::json& j, const char* key) {
+  auto it = j.find(key);
+  if (it == j.end() || !it->is_number()) return "-";
+  return it->is_number_integer() ? fmt::format("{}", it->get<int64_t>()) : fmt::format("{:.1f}", it->get<double>());
+}
+
+std::string change(const nlohmann::json& changes, const char* key) {
+  auto it = changes.find(key);
+  return it != changes.end() && it->is_number() ? fmt::format("{:+.1f}%", it->get<double>()) : "not compared";
+}
+
+void print_lab_resources(const nlohmann::json& lab) {
+  const auto flat = lab.value("flat", nlohmann::json());
+  fmt::print("  lab under {}: {} of {} runs sampled, {}\n", lab.value("policy", ""), lab.value("sampled", 0),
+             lab.value("runs", 0),
+             flat.is_boolean() ? (flat.get<bool>() ? "flat" : "NOT flat") : "not comparable (a process was replaced)");
+  if (!lab.contains("first_run")) return;
+  const int n = lab.value("window_runs", 0);
+  fmt::print("    {:<17} {:>10} {:>10} {:>14} {:>14} {:>13}\n", "", "first run", "last run",
+             fmt::format("first {} mean", n), fmt::format("last {} mean", n), "change");
+  const auto changes = lab.value("change_percent", nlohmann::json::object());
+  for (const char* f : {"manager_fds", "manager_rss_kib", "frontend_fds", "frontend_rss_kib"}) {
+    fmt::print("    {:<17} {:>10} {:>10} {:>14} {:>14} {:>13}\n", f, figure(lab["first_run"], f),
+               figure(lab["last_run"], f), figure(lab["first_mean"], f), figure(lab["last_mean"], f),
+               change(changes, f));
+  }
+  for (const auto& c : lab.value("pid_changes", nlohmann::json::array())) {
+    fmt::print("    {}\n", c.get<std::string>());
+  }
+}
+
+// The soak's figures: the lab's processes over the runs, and what outlived the labs.
+void print_resources(const nlohmann::json& summary) {
+  const auto res = summary.value("resources", nlohmann::json::object());
+  fmt::print("\nThe lab's processes after each run's recovery (open fds, RSS KiB; flat: within {}%):\n",
+             res.value("flat_percent", 0.0));
+  for (const auto& lab : res.value("labs", nlohmann::json::array())) print_lab_resources(lab);
+  for (const auto& e : res.value("errors", nlohmann::json::array())) fmt::print("  not sampled: {}\n", e.get<std::string>());
+  const auto left = summary.value("leftovers", nlohmann::json());
+  if (!left.is_array()) return;
+  fmt::print("Leftovers after teardown: {}\n", left.empty() ? "none" : fmt::format("{}", left.size()));
+  for (const auto& l : left) fmt::print("  {}\n", l.get<std::string>());
+}
+
 void print_http(const nlohmann::json& summary) {
   auto http = summary.value("http", nlohmann::json());
   if (!http.is_object()) return;
@@ -58,6 +102,10 @@ void print_progress(const RunRecord& r) {
              r.detail.empty() ? "" : " (" + r.detail + ")");
   for (const auto& d : r.false_detections) fmt::print("         false alarm: {}\n", d);
   if (!r.drops.empty()) fmt::print("         dropped by nicguard: {}\n", r.drops);
+  if (r.resources) {
+    fmt::print("         manager {} fds {} KiB, frontends {} fds {} KiB\n", r.resources->manager_fds,
+               r.resources->manager_rss_kib, r.resources->frontend_fds, r.resources->frontend_rss_kib);
+  }
   std::fflush(stdout);
 }
 
@@ -81,6 +129,7 @@ void print_summary(const nlohmann::json& summary) {
                g.value("tcp_connections_lost", 0));
   }
   print_http(summary);
+  print_resources(summary);
 }
 
 }  // namespace ng::campaign

@@ -16,6 +16,7 @@
 
 #include <fmt/format.h>
 
+#include "campaign/resources.hpp"
 #include "common/fd.hpp"
 #include "common/file.hpp"
 #include "probe/probe.hpp"
@@ -253,6 +254,17 @@ std::string http_csv(const std::optional<HttpFigures>& h) {
   if (!h) return ",,,,,";
   return fmt::format("{},{},{},{},{},{}", h->requests, h->failed, h->latency_ms_p50, h->latency_ms_p99,
                      h->latency_ms_max, h->baseline_latency_ms_max);
+}
+
+constexpr std::string_view kResourcesCsvHeader =
+    "manager_fds,manager_rss_kib,frontend_fds,frontend_rss_kib,manager_pid,frontend_pids";
+
+// Empty fields for a run whose processes could not be read. The frontends'
+// pids are space-separated, in the apps' order.
+std::string resources_csv(const std::optional<ResourceSample>& s) {
+  if (!s) return ",,,,,";
+  return fmt::format("{},{},{},{},{},{}", s->manager_fds, s->manager_rss_kib, s->frontend_fds, s->frontend_rss_kib,
+                     s->manager_pid, fmt::join(s->frontend_pids, " "));
 }
 
 // RFC 4180: quote only when needed, double the quotes inside.
@@ -843,6 +855,71 @@ std::string false_alarm_section(const json& summary) {
   return out;
 }
 
+// ---- the lab's processes over the runs, and what outlived them ---------------
+
+std::string number_text(const json& j, const char* key) {
+  auto it = j.find(key);
+  if (it == j.end() || !it->is_number()) return "-";
+  return it->is_number_integer() ? fmt::format("{}", it->get<int64_t>()) : fmt::format("{:.1f}", it->get<double>());
+}
+
+std::string change_text(const json& changes, const char* key) {
+  auto it = changes.find(key);
+  if (it == changes.end() || !it->is_number()) return "not compared";
+  return fmt::format("{:+.1f}%", it->get<double>());
+}
+
+std::string flat_text(const json& flat) {
+  if (flat.is_boolean()) return flat.get<bool>() ? "flat" : "not flat";
+  return "not comparable (a process was replaced)";
+}
+
+std::string resources_lab_html(const json& lab) {
+  std::string out = fmt::format("<h3>Lab under {}: {} of {} runs sampled, {}</h3>\n",
+                                esc(lab.value("policy", "")), count_of(lab, "sampled"), count_of(lab, "runs"),
+                                esc(flat_text(lab.value("flat", json()))));
+  if (!lab.contains("first_run")) return out;
+  const auto n = count_of(lab, "window_runs");
+  out += "<table class=\"resources\">\n";
+  out += header_row({"Figure", "First run", "Last run", fmt::format("Mean of first {}", n),
+                     fmt::format("Mean of last {}", n), "Change"});
+  const json changes = lab.value("change_percent", json::object());
+  for (const char* f : {"manager_fds", "manager_rss_kib", "frontend_fds", "frontend_rss_kib"}) {
+    out += "<tr>" + cell(f, "l") + cell(number_text(lab["first_run"], f)) + cell(number_text(lab["last_run"], f));
+    out += cell(number_text(lab["first_mean"], f)) + cell(number_text(lab["last_mean"], f));
+    out += cell(change_text(changes, f)) + "</tr>\n";
+  }
+  out += "</table>\n";
+  for (const auto& c : lab.value("pid_changes", json::array())) {
+    out += "<div class=\"note\">" + esc(c.is_string() ? c.get<std::string>() : "") + "</div>\n";
+  }
+  return out;
+}
+
+std::string leftovers_html(const json& summary) {
+  auto it = summary.find("leftovers");
+  if (it == summary.end() || !it->is_array()) return none("Leftovers were not checked.");
+  if (it->empty()) return "<p>Nothing of the labs was left once they were torn down.</p>\n";
+  std::string out = "<p class=\"bad\">Left once the labs were torn down:</p>\n";
+  for (const auto& l : *it) out += "<div class=\"note\">" + esc(l.is_string() ? l.get<std::string>() : "") + "</div>\n";
+  return out;
+}
+
+std::string resources_section(const json& summary) {
+  std::string out = "<h2>The lab's processes over the runs</h2>\n";
+  const json res = summary.value("resources", json::object());
+  for (const auto& lab : res.value("labs", json::array())) out += resources_lab_html(lab);
+  for (const auto& e : res.value("errors", json::array())) {
+    out += "<div class=\"note\">not sampled: " + esc(e.is_string() ? e.get<std::string>() : "") + "</div>\n";
+  }
+  out += fmt::format(
+      "<p class=\"note\">Sampled after each run's recovery: open fds and resident memory (KiB) of the "
+      "manager and, summed, of the frontends. Flat: every mean of the last runs within {:g}% of the first's; "
+      "figures of processes replaced between runs are not compared.</p>\n",
+      kFlatPercent);
+  return out + "<h3>Leftovers</h3>\n" + leftovers_html(summary);
+}
+
 // ---- every run ---------------------------------------------------------------
 
 std::string run_tr(const RunRecord& r) {
@@ -888,7 +965,7 @@ tr.total td{font-weight:bold;background:#f8f8f8}
 table.runs{font-size:12px}
 .pct{color:#666}
 .o-no-effect{color:#777} .o-recovered{color:#1a7f37} .o-not-recovered{color:#b35900}
-.o-silent-failure{color:#c00;font-weight:bold} .o-false-alarm{color:#c00} td.bad{color:#c00}
+.o-silent-failure{color:#c00;font-weight:bold} .o-false-alarm{color:#c00} td.bad{color:#c00} p.bad{color:#c00}
 svg{display:block;margin:0.5em 0;background:#fff}
 svg text{font-family:system-ui,sans-serif;font-size:11px;fill:#333}
 .none{color:#777;font-style:italic} .note{color:#555;font-size:12px}
@@ -978,14 +1055,14 @@ std::string runs_csv(const std::vector<RunRecord>& runs) {
       "run,policy,kind,seed,domain,detail,detector,outcome,detection_ms,recovery_ms,"
       "interruption_ms,baseline_ms,lost,tcp_survived,interruption_all_apps_ms,worst_app,"
       "false_detections," +
-      std::string(kHttpCsvHeader) + ",drops\n";
+      std::string(kHttpCsvHeader) + ",drops," + std::string(kResourcesCsvHeader) + "\n";
   for (const auto& r : runs) {
-    out += fmt::format("{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n", r.run, csv_field(r.policy),
+    out += fmt::format("{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n", r.run, csv_field(r.policy),
                        csv_field(r.kind), r.seed, csv_field(r.domain), csv_field(r.detail),
                        csv_field(r.detector), outcome_name(r.outcome), r.detection_ms, r.recovery_ms,
                        r.interruption_ms, r.baseline_ms, r.lost, r.tcp_survived ? "true" : "false",
                        r.interruption_all_apps_ms, csv_field(r.worst_app), r.false_detections.size(),
-                       http_csv(r.http), csv_field(r.drops));
+                       http_csv(r.http), csv_field(r.drops), resources_csv(r.resources));
   }
   return out;
 }
@@ -996,11 +1073,15 @@ json summary_json(const std::vector<RunRecord>& runs, const CampaignInfo& info) 
   std::vector<const RunRecord*> all;
   for (const auto& r : runs) all.push_back(&r);
   auto details = false_detection_details(all);
+  json resources = resources_json(runs);
+  resources["errors"] = info.resource_errors;
   return {{"campaign", info_json(info)},
           {"load", load_json(info)},
           {"false_detections", details.size()},
           {"false_detection_details", std::move(details)},
           {"http", http_json(all)},
+          {"resources", std::move(resources)},
+          {"leftovers", info.leftovers_checked ? json(info.leftovers) : json(nullptr)},
           {"groups", std::move(groups)}};
 }
 
@@ -1012,6 +1093,7 @@ std::string report_html(const std::vector<RunRecord>& runs, const json& summary,
   out += latency_section(summary);
   out += http_section(summary);
   out += false_alarm_section(summary);
+  out += resources_section(summary);
   out += cdf_section(runs);
   out += timelines_section(timelines);
   out += runs_section(runs);

@@ -40,6 +40,19 @@ struct HttpFigures {
   uint64_t baseline_failed = 0;
 };
 
+// The lab's own processes once a run's recovery is over: open fds (entries
+// of /proc/PID/fd) and resident memory (VmRSS, KiB), of the manager and
+// summed over the frontends. The pids say whether a later sample is of the
+// same processes: a restarted frontend or a rebuilt lab is another process.
+struct ResourceSample {
+  int manager_pid = 0;
+  uint64_t manager_fds = 0;
+  uint64_t manager_rss_kib = 0;
+  std::vector<int> frontend_pids;  // in the apps' order; 0 for a frontend that was down
+  uint64_t frontend_fds = 0;
+  uint64_t frontend_rss_kib = 0;
+};
+
 struct RunRecord {
   int run = 0;                 // 1-based, in campaign order
   std::string policy;          // "warm-spare" | "restart"
@@ -63,6 +76,8 @@ struct RunRecord {
   // Frames nicguard's own counters dropped during the run, as
   // "app1 rx_drops 3; driver-b nic_rx_overruns 312" ("" when none).
   std::string drops;
+  // After the run's recovery; none when the lab's processes could not be read.
+  std::optional<ResourceSample> resources;
   // Kind "none": every detect event of the run, as "driver-a hang by front-app1: ...".
   std::vector<std::string> false_detections;
   // A false alarm is no effect of an injected fault: nothing was injected.
@@ -108,6 +123,12 @@ struct CampaignInfo {
   std::vector<std::string> load_restarts;  // load processes that died and were started again
   std::string domain = "process";          // the labs' driver domains: process or vm
   std::string window_detail;  // each policy's window, "1000 ms under warm-spare, ..."; "" if not known
+  // Runs whose lab processes could not be sampled, and why.
+  std::vector<std::string> resource_errors;
+  // What was left of the labs once the last was torn down (processes,
+  // namespaces, links, files); only meaningful when leftovers_checked.
+  bool leftovers_checked = false;
+  std::vector<std::string> leftovers;
 };
 
 std::string runs_csv(const std::vector<RunRecord>& runs);

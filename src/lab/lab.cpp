@@ -192,10 +192,8 @@ bool belongs_to_lab(pid_t pid, const std::string& sfx) {
   return cmdline.find(lab_dir(sfx) + "/") != std::string::npos;
 }
 
-// nicguard processes started for this lab whose pid nobody recorded (a
-// child the manager started just before it was killed). Other programs that
-// merely mention the lab's files (a `tail -f` of a log) are left alone.
-std::vector<pid_t> unrecorded_lab_processes(const std::string& sfx) {
+// Live processes whose command line names a file of the lab.
+std::vector<pid_t> processes_naming_lab(const std::string& sfx) {
   std::vector<pid_t> out;
   std::error_code ec;
   for (const auto& e : fs::directory_iterator("/proc", ec)) {
@@ -203,10 +201,19 @@ std::vector<pid_t> unrecorded_lab_processes(const std::string& sfx) {
     if (name.empty() || !std::isdigit(static_cast<unsigned char>(name[0]))) continue;
     auto pid = static_cast<pid_t>(std::stoi(name));
     if (read_file(e.path().string() + "/cmdline").find(lab_dir(sfx) + "/") != std::string::npos &&
-        is_nicguard(pid)) {
+        process_alive(pid)) {
       out.push_back(pid);
     }
   }
+  return out;
+}
+
+// nicguard processes started for this lab whose pid nobody recorded (a
+// child the manager started just before it was killed). Other programs that
+// merely mention the lab's files (a `tail -f` of a log) are left alone.
+std::vector<pid_t> unrecorded_lab_processes(const std::string& sfx) {
+  auto out = processes_naming_lab(sfx);
+  std::erase_if(out, [](pid_t pid) { return !is_nicguard(pid); });
   return out;
 }
 
@@ -893,6 +900,20 @@ Status down(const std::string& suffix) {
   }
   auto info = load(suffix);
   return teardown(suffix, info ? info->manager_pid : 0);
+}
+
+std::vector<std::string> leftovers(const std::string& suffix) {
+  std::vector<std::string> out;
+  for (const auto& n : netns_of(suffix)) out.push_back("netns " + n);
+  for (const auto& l : root_links_matching([&](const std::string& l) { return is_root_link_of(l, suffix); })) {
+    out.push_back("link " + l);
+  }
+  std::error_code ec;
+  if (fs::exists(lab_dir(suffix), ec)) out.push_back("directory " + lab_dir(suffix));
+  for (pid_t pid : processes_naming_lab(suffix)) {
+    out.push_back(fmt::format("process {} ({})", pid, process_name(pid)));
+  }
+  return out;
 }
 
 std::vector<std::string> cleanup(const std::string& only_suffix,

@@ -151,6 +151,11 @@ Status down(const std::string& suffix);
 // thing removed; what could not be removed is reported in `errors`.
 std::vector<std::string> cleanup(const std::string& only_suffix, std::vector<std::string>& errors);
 
+// What is left of lab SFX, one line each: namespaces named ng-SFX-*, root
+// links of SFX, its directory under /run/nicguard, and processes whose
+// command line names a file in it. Empty once the lab is gone for good.
+std::vector<std::string> leftovers(const std::string& suffix);
+
 // ICMP echo from inside `netns` until every address answered (IPv4 or IPv6
 // literals, no prefix). Returns the addresses that stayed silent.
 Result<std::vector<std::string>> ping_all(const std::string& netns,

@@ -2,6 +2,9 @@
 // measured, which options it refuses, when its apps are ready, what its HTTP
 // clients saw. The campaign itself runs in tests/integration/campaign_test.cpp.
 #include <gtest/gtest.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <set>
 
@@ -10,6 +13,8 @@
 #include "campaign/campaign.hpp"
 #include "campaign/drops.hpp"
 #include "campaign/load.hpp"
+#include "campaign/resources.hpp"
+#include "common/text.hpp"
 
 namespace ng::campaign {
 namespace {
@@ -339,4 +344,163 @@ TEST(CampaignDrops, OnlyCountersThatRoseAndAReplacedProcessCountsFromZero) {
             "app1 rx_drops 3; app2 rx_drops 7; driver-a ring_rx_drops app1 2; driver-b nic_rx_overruns 4");
   EXPECT_EQ(ng::campaign::drops_between(before, before), "");
   EXPECT_EQ(ng::campaign::drops_between(json::object(), json::object()), "");
+}
+
+namespace {
+
+using ng::campaign::ResourceSample;
+using ng::campaign::RunRecord;
+
+RunRecord sampled(int run, std::string policy, uint64_t manager_fds, uint64_t manager_rss, uint64_t front_fds,
+                  uint64_t front_rss, std::vector<int> front_pids = {200}, int manager_pid = 100) {
+  RunRecord r;
+  r.run = run;
+  r.policy = std::move(policy);
+  r.kind = "crash";
+  r.resources = ResourceSample{manager_pid, manager_fds, manager_rss, std::move(front_pids), front_fds, front_rss};
+  return r;
+}
+
+}  // namespace
+
+TEST(CampaignResources, VmRssFromProcStatus) {
+  const std::string status =
+      "Name:\tnicguard\nUmask:\t0022\nState:\tS (sleeping)\nVmPeak:\t  123456 kB\nVmRSS:\t    9876 kB\n"
+      "RssAnon:\t    1000 kB\n";
+  EXPECT_EQ(ng::campaign::vm_rss_kib(status), 9876u);
+  EXPECT_EQ(ng::campaign::vm_rss_kib("VmRSS: 12 kB"), 12u);  // first line, no newline after
+  // A kernel thread or a zombie has no VmRSS; a line in other units is not read as KiB.
+  EXPECT_FALSE(ng::campaign::vm_rss_kib("Name:\tkthreadd\nState:\tS (sleeping)\n"));
+  EXPECT_FALSE(ng::campaign::vm_rss_kib("VmRSS:\t 12 MB\n"));
+  EXPECT_FALSE(ng::campaign::vm_rss_kib("VmRSS:\t twelve kB\n"));
+  EXPECT_FALSE(ng::campaign::vm_rss_kib("VmRSSx:\t 12 kB\n"));
+}
+
+TEST(CampaignResources, ProcStatFieldsPastANameWithSpacesAndParentheses) {
+  // Fields 3 (state), 4 (ppid) and 22 (start time); the name may hold ") ".
+  std::string stat = "4321 (nic (guard) x) S 77";
+  for (int field = 5; field <= 21; ++field) stat += fmt::format(" {}", field);
+  stat += " 987654 18 19 20\n";
+  auto st = ng::campaign::parse_proc_stat(stat);
+  ASSERT_TRUE(st) << st.error().message;
+  EXPECT_EQ(st->state, 'S');
+  EXPECT_EQ(st->ppid, 77);
+  EXPECT_EQ(st->start, 987654u);
+  EXPECT_FALSE(ng::campaign::parse_proc_stat("4321 (short) S 1 2 3\n"));
+  EXPECT_FALSE(ng::campaign::parse_proc_stat(""));
+  auto self = ng::campaign::parse_proc_stat(ng::read_text("/proc/self/stat"));
+  ASSERT_TRUE(self) << self.error().message;
+  EXPECT_EQ(self->ppid, ::getppid());
+}
+
+TEST(CampaignResources, WindowIsAQuarterOfTheRunsUpToAHundred) {
+  EXPECT_EQ(ng::campaign::resource_window(0), 1u);
+  EXPECT_EQ(ng::campaign::resource_window(3), 1u);
+  EXPECT_EQ(ng::campaign::resource_window(8), 2u);
+  EXPECT_EQ(ng::campaign::resource_window(399), 99u);
+  EXPECT_EQ(ng::campaign::resource_window(1000), 100u);
+}
+
+TEST(CampaignResources, FirstAndLastWindowsTheirMeansAndChange) {
+  // 8 runs: windows of 2. The manager's fds go from 10 to 11 (+10 %, past
+  // the bar); everything else stays within it.
+  std::vector<RunRecord> runs;
+  for (int i = 1; i <= 8; ++i) {
+    runs.push_back(sampled(i, "warm-spare", i <= 6 ? 10 : 11, 5000 + static_cast<uint64_t>(i), 20, 8000));
+  }
+  auto j = ng::campaign::resources_json(runs);
+  ASSERT_EQ(j["labs"].size(), 1u) << j.dump(2);
+  const auto& lab = j["labs"][0];
+  EXPECT_EQ(lab["window_runs"], 2);
+  EXPECT_EQ(lab["first_run"]["run"], 1);
+  EXPECT_EQ(lab["first_run"]["manager_rss_kib"], 5001);
+  EXPECT_EQ(lab["last_run"]["run"], 8);
+  EXPECT_EQ(lab["last_run"]["manager_fds"], 11);
+  EXPECT_EQ(lab["first_mean"]["from_run"], 1);
+  EXPECT_EQ(lab["first_mean"]["to_run"], 2);
+  EXPECT_EQ(lab["last_mean"]["from_run"], 7);
+  EXPECT_DOUBLE_EQ(lab["first_mean"]["manager_rss_kib"].get<double>(), 5001.5);
+  EXPECT_DOUBLE_EQ(lab["last_mean"]["manager_rss_kib"].get<double>(), 5007.5);
+  EXPECT_DOUBLE_EQ(lab["change_percent"]["manager_fds"].get<double>(), 10.0);
+  EXPECT_NEAR(lab["change_percent"]["manager_rss_kib"].get<double>(), 0.12, 0.01);
+  EXPECT_DOUBLE_EQ(lab["change_percent"]["frontend_fds"].get<double>(), 0.0);
+  EXPECT_EQ(lab["flat"], false);
+  EXPECT_EQ(j["flat"], false);
+  EXPECT_TRUE(lab["pid_changes"].empty());
+
+  runs[6].resources->manager_fds = runs[7].resources->manager_fds = 10;  // back to flat
+  EXPECT_EQ(ng::campaign::resources_json(runs)["flat"], true);
+}
+
+TEST(CampaignResources, AReplacedProcessIsNotComparedAndSaidSo) {
+  std::vector<RunRecord> runs;
+  for (int i = 1; i <= 4; ++i) runs.push_back(sampled(i, "warm-spare", 10, 5000, 20, 8000));
+  runs[2].resources->frontend_pids = {201};  // front-app1 restarted before run 3
+  runs[3].resources->frontend_pids = {201};
+  runs[3].resources->frontend_fds = 40;
+  auto lab = ng::campaign::resources_json(runs)["labs"][0];
+  EXPECT_TRUE(lab["change_percent"]["frontend_fds"].is_null()) << lab.dump(2);
+  EXPECT_TRUE(lab["change_percent"]["frontend_rss_kib"].is_null());
+  EXPECT_DOUBLE_EQ(lab["change_percent"]["manager_fds"].get<double>(), 0.0);
+  EXPECT_TRUE(lab["flat"].is_null());  // the manager is flat, the frontends unknown
+  EXPECT_EQ(lab["pid_change_count"], 1);
+  EXPECT_EQ(lab["pid_changes"][0], "run 3: frontend pids 200 -> 201");
+
+  runs[3].resources->manager_fds = 20;  // a compared figure that grew decides
+  EXPECT_EQ(ng::campaign::resources_json(runs)["labs"][0]["flat"], false);
+  runs[3].resources->manager_pid = 101;
+  lab = ng::campaign::resources_json(runs)["labs"][0];
+  EXPECT_EQ(lab["pid_changes"][1], "run 4: manager pid 100 -> 101 (the lab was rebuilt)");
+  EXPECT_TRUE(lab["flat"].is_null());
+}
+
+TEST(CampaignResources, OneLabPerPolicyAndUnsampledRunsAreCounted) {
+  std::vector<RunRecord> runs = {sampled(1, "warm-spare", 10, 100, 5, 50), sampled(2, "warm-spare", 10, 100, 5, 50),
+                                 sampled(3, "restart", 8, 90, 5, 50), sampled(4, "restart", 20, 90, 5, 50)};
+  runs.push_back(runs[3]);
+  runs.back().run = 5;
+  runs.back().resources.reset();  // could not be read
+  auto j = ng::campaign::resources_json(runs);
+  ASSERT_EQ(j["labs"].size(), 2u);
+  EXPECT_EQ(j["labs"][0]["policy"], "warm-spare");
+  EXPECT_EQ(j["labs"][0]["flat"], true);
+  EXPECT_EQ(j["labs"][1]["runs"], 3);
+  EXPECT_EQ(j["labs"][1]["sampled"], 2);
+  EXPECT_DOUBLE_EQ(j["labs"][1]["change_percent"]["manager_fds"].get<double>(), 150.0);
+  EXPECT_EQ(j["flat"], false);
+  EXPECT_TRUE(ng::campaign::resources_json({})["flat"].is_null());
+}
+
+TEST(CampaignResources, SamplesTheProcessesTheStatusNames) {
+  const int self = ::getpid();
+  nlohmann::json status = {{"manager", {{"pid", self}}},
+                           {"apps", {{{"name", "app1"}, {"pid", self}}, {{"name", "app2"}, {"pid", nullptr}}}}};
+  auto s = ng::campaign::sample_resources(status);
+  ASSERT_TRUE(s) << s.error().message;
+  EXPECT_EQ(s->manager_pid, self);
+  EXPECT_GT(s->manager_fds, 2u);
+  EXPECT_GT(s->manager_rss_kib, 0u);
+  EXPECT_EQ(s->frontend_pids, (std::vector<int>{self, 0}));  // app2's frontend was down
+  EXPECT_FALSE(ng::campaign::sample_resources(nlohmann::json::object()));
+}
+
+TEST(CampaignResources, AProcessSeenIsLeftOverUntilItIsGone) {
+  pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    ::pause();
+    ::_exit(0);
+  }
+  std::vector<ng::campaign::SeenProcess> seen;
+  ng::campaign::note_processes({{"manager", {{"pid", child}}}, {"drivers", {{{"name", "a"}, {"pid", child}}}}}, seen);
+  ASSERT_EQ(seen.size(), 1u);  // one process, seen twice
+  EXPECT_EQ(seen[0].what, "manager");
+  EXPECT_EQ(ng::campaign::still_running(seen).size(), 1u);
+  auto children = ng::campaign::running_children();
+  EXPECT_TRUE(std::any_of(children.begin(), children.end(), [&](const std::string& c) {
+    return c.starts_with(fmt::format("process {} ", child));
+  }));
+  ::kill(child, SIGKILL);
+  ::waitpid(child, nullptr, 0);
+  EXPECT_TRUE(ng::campaign::still_running(seen).empty());
 }

@@ -306,24 +306,56 @@ TEST(ReportCsv, HeaderAndEveryFieldWithQuoting) {
       "run,policy,kind,seed,domain,detail,detector,outcome,detection_ms,recovery_ms,"
       "interruption_ms,baseline_ms,lost,tcp_survived,interruption_all_apps_ms,worst_app,false_detections,"
       "http_requests,http_failed,http_latency_p50_ms,http_latency_p99_ms,http_latency_max_ms,"
-      "http_baseline_latency_max_ms,drops\n"));
+      "http_baseline_latency_max_ms,drops,manager_fds,manager_rss_kib,frontend_fds,frontend_rss_kib,"
+      "manager_pid,frontend_pids\n"));
   // Without --http its columns are empty.
   EXPECT_THAT(csv, HasSubstr("\n5,warm-spare,regflip,1005,driver-a,"
                              "\"tid 812 rip bit 17, \"\"after\"\" 3210 us\",,silent-failure,"
-                             "-1,-1,50,0.2,500,false,0,,0,,,,,,,\n"));
+                             "-1,-1,50,0.2,500,false,0,,0,,,,,,,,,,,,,\n"));
   EXPECT_THAT(csv, HasSubstr("\n6,warm-spare,regflip,1006,driver-a,\"two\nlines\",heartbeat,"
-                             "not-recovered,20,-1,1000,0.4,10000,false,0,,0,,,,,,,\n"));
+                             "not-recovered,20,-1,1000,0.4,10000,false,0,,0,,,,,,,,,,,,,\n"));
   EXPECT_THAT(csv, HasSubstr("\n1,warm-spare,crash,0,driver-a,injection 1,hangup,recovered,"
-                             "0.4,0.9,3,0.2,30,true,0,,0,,,,,,,\n"));
+                             "0.4,0.9,3,0.2,30,true,0,,0,,,,,,,,,,,,,\n"));
   EXPECT_EQ(occurrences(csv, "\n"), 1 + runs.size() + 1);  // one embedded newline
 }
 
 TEST(ReportCsv, EveryAppHttpAndFalseAlarmColumns) {
   auto runs = with_new_fields();
   auto csv = ng::campaign::runs_csv(runs);
-  EXPECT_THAT(csv, HasSubstr(",true,7.5,app3,0,400,2,1.5,9,12,3,\n"));  // run 1: every app, HTTP
+  EXPECT_THAT(csv, HasSubstr(",true,7.5,app3,0,400,2,1.5,9,12,3,,,,,,,\n"));  // run 1: every app, HTTP
   EXPECT_THAT(csv, HasSubstr("\n10,warm-spare,none,0,driver-a,nothing injected,hang,false-alarm,"));
-  EXPECT_THAT(csv, HasSubstr(",app1,2,,,,,,,\n"));  // run 10: two false detections, no HTTP
+  EXPECT_THAT(csv, HasSubstr(",app1,2,,,,,,,,,,,,,\n"));  // run 10: two false detections, no HTTP
+}
+
+TEST(ReportCsv, ResourceColumnsLastAndEmptyWhenNotSampled) {
+  auto runs = sample_runs();
+  runs[0].resources = ng::campaign::ResourceSample{100, 12, 3400, {200, 201}, 20, 8000};
+  auto csv = ng::campaign::runs_csv(runs);
+  EXPECT_THAT(csv, HasSubstr("\n1,warm-spare,crash,0,driver-a,injection 1,hangup,recovered,"
+                             "0.4,0.9,3,0.2,30,true,0,,0,,,,,,,,12,3400,20,8000,100,200 201\n"));
+  EXPECT_THAT(csv, HasSubstr("\n2,warm-spare,regflip,"));
+  EXPECT_THAT(csv, HasSubstr(",0,,0,,,,,,,,,,,,,\n"));  // run 2: not sampled
+}
+
+TEST(ReportSummary, ResourcesAndLeftoversOnlyWhenChecked) {
+  auto runs = sample_runs();
+  runs[0].resources = ng::campaign::ResourceSample{100, 12, 3400, {200}, 20, 8000};
+  auto info = sample_info();
+  auto s = ng::campaign::summary_json(runs, info);
+  EXPECT_EQ(s["resources"]["labs"].size(), 2u) << s["resources"].dump(2);  // warm-spare sampled, restart not
+  EXPECT_EQ(s["resources"]["labs"][0]["first_run"]["manager_fds"], 12);
+  EXPECT_EQ(s["resources"]["labs"][1]["sampled"], 0);
+  EXPECT_TRUE(s["leftovers"].is_null());
+  info.leftovers_checked = true;
+  EXPECT_EQ(ng::campaign::summary_json(runs, info)["leftovers"], nlohmann::json::array());
+  info.leftovers = {"lab ab12: netns ng-ab12-sw"};
+  info.resource_errors = {"run 3: the manager: reading /proc/7/fd: No such file or directory"};
+  s = ng::campaign::summary_json(runs, info);
+  EXPECT_EQ(s["leftovers"][0], "lab ab12: netns ng-ab12-sw");
+  EXPECT_EQ(s["resources"]["errors"].size(), 1u);
+  auto html = ng::campaign::report_html(runs, s, {}, info);
+  EXPECT_THAT(html, HasSubstr("lab ab12: netns ng-ab12-sw"));
+  EXPECT_THAT(html, HasSubstr("<td class=\"l\">manager_fds</td><td>12</td><td>12</td>"));
 }
 
 TEST(ReportCsv, EmptyIsHeaderOnly) {
