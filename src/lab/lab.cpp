@@ -327,6 +327,13 @@ void remove_dir(const std::string& dir, Report& rep) {
 }
 
 // Everything named after SFX: processes, namespaces, root links, files.
+// The lab's driver domain cgroups are named after its manager's pair id,
+// which comes from the lab's state directory.
+std::string lab_cgroup_prefix(const std::string& sfx) {
+  auto info = load(sfx);
+  return sandbox::domain_cgroup_name(manager::pair_id(info ? info->state_dir : lab_dir(sfx) + "/state"), "");
+}
+
 void remove_by_suffix(const std::string& sfx, bool kill_lab_process, Report& rep) {
   auto dir = lab_dir(sfx);
   auto info = load(sfx);
@@ -339,8 +346,7 @@ void remove_by_suffix(const std::string& sfx, bool kill_lab_process, Report& rep
   pids.insert(pids.end(), started.begin(), started.end());
   std::erase_if(pids, [&](pid_t p) { return p <= 0 || !belongs_to_lab(p, sfx); });
   remove_namespaces(netns_of(sfx), std::move(pids), rep);
-  auto prefix = sandbox::domain_cgroup_name(manager::pair_id(info ? info->state_dir : dir + "/state"), "");
-  for (auto& g : sandbox::remove_cgroups_named(prefix, rep.errors)) rep.removed.push_back("cgroup " + g);
+  for (auto& g : sandbox::remove_cgroups_named(lab_cgroup_prefix(sfx), rep.errors)) rep.removed.push_back("cgroup " + g);
   remove_root_links(
       root_links_matching([&](const std::string& l) { return is_root_link_of(l, sfx); }), rep);
   remove_dir(dir, rep);
@@ -913,6 +919,7 @@ std::vector<std::string> leftovers(const std::string& suffix) {
   for (pid_t pid : processes_naming_lab(suffix)) {
     out.push_back(fmt::format("process {} ({})", pid, process_name(pid)));
   }
+  for (const auto& g : sandbox::cgroups_named(lab_cgroup_prefix(suffix))) out.push_back("cgroup " + g);
   return out;
 }
 

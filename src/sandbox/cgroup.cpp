@@ -211,7 +211,7 @@ std::string domain_cgroup_name(uint64_t pair_id, const std::string& domain) {
   return fmt::format("nicguard-{:016x}-{}", pair_id, domain);
 }
 
-std::vector<std::string> remove_cgroups_named(const std::string& prefix, std::vector<std::string>& errors) {
+std::vector<std::string> cgroups_named(const std::string& prefix) {
   Mounts mounts = read_mounts();
   Membership self = read_membership(0);
   std::set<std::string> parents;
@@ -219,23 +219,30 @@ std::vector<std::string> remove_cgroups_named(const std::string& prefix, std::ve
     if (mounts.v1.count(c) && self.v1.count(c)) parents.insert(join_path(mounts.v1[c], self.v1[c]));
   }
   if (!mounts.v2.empty() && self.v2) parents.insert(join_path(mounts.v2, *self.v2));
-  std::vector<std::string> removed;
+  std::vector<std::string> found;
   for (const auto& parent : parents) {
     std::error_code ec;
     for (const auto& entry : std::filesystem::directory_iterator(parent, ec)) {
-      std::string name = entry.path().filename().string();
-      if (!entry.is_directory(ec) || name.rfind(prefix, 0) != 0) continue;
-      // A killed domain's cgroup empties a moment after the kill.
-      bool gone = false;
-      int error = 0;
-      for (int i = 0; i < 50 && !gone; ++i) {
-        gone = ::rmdir(entry.path().c_str()) == 0 || (error = errno) == ENOENT;
-        if (!gone && error != EBUSY) break;
-        if (!gone) ::usleep(10'000);
-      }
-      if (gone) removed.push_back(entry.path().string());
-      else errors.push_back(fmt::format("cannot remove cgroup {}: {}", entry.path().string(), std::strerror(error)));
+      if (entry.is_directory(ec) && entry.path().filename().string().rfind(prefix, 0) == 0)
+        found.push_back(entry.path().string());
     }
+  }
+  return found;
+}
+
+std::vector<std::string> remove_cgroups_named(const std::string& prefix, std::vector<std::string>& errors) {
+  std::vector<std::string> removed;
+  for (const auto& dir : cgroups_named(prefix)) {
+    // A killed domain's cgroup empties a moment after the kill.
+    bool gone = false;
+    int error = 0;
+    for (int i = 0; i < 50 && !gone; ++i) {
+      gone = ::rmdir(dir.c_str()) == 0 || (error = errno) == ENOENT;
+      if (!gone && error != EBUSY) break;
+      if (!gone) ::usleep(10'000);
+    }
+    if (gone) removed.push_back(dir);
+    else errors.push_back(fmt::format("cannot remove cgroup {}: {}", dir, std::strerror(error)));
   }
   return removed;
 }

@@ -53,6 +53,9 @@ class DomainCgroup {
 
 // "nicguard-<pair id, 16 hex digits>-<domain>": one per domain of a pair.
 std::string domain_cgroup_name(uint64_t pair_id, const std::string& domain);
+// The cgroups whose name starts with `prefix` beside this process's own, in
+// every hierarchy.
+std::vector<std::string> cgroups_named(const std::string& prefix);
 // Removes the empty cgroups whose name starts with `prefix` beside this
 // process's own, in every hierarchy (what a killed manager left); returns
 // the directories removed, and appends to `errors` those still busy.
