@@ -90,6 +90,19 @@ std::string join_path(const std::string& mount, const std::string& path) {
   return path == "/" ? mount : mount + path;
 }
 
+constexpr std::string_view kManagerLeaf = "/manager";
+
+// The cgroup directory that holds controller `c` for a member: its v1
+// hierarchy's, else its v2 cgroup. A manager that delegate_v2() moved into
+// its leaf still counts as the cgroup above it, where its domains go.
+std::optional<std::string> dir_of(const Mounts& mounts, const Membership& m, const char* c) {
+  if (mounts.v1.count(c) && m.v1.count(c)) return join_path(mounts.v1.at(c), m.v1.at(c));
+  if (mounts.v2.empty() || !m.v2) return std::nullopt;
+  std::string path = *m.v2;
+  if (path.size() > kManagerLeaf.size() && path.ends_with(kManagerLeaf)) path.resize(path.size() - kManagerLeaf.size());
+  return join_path(mounts.v2, path);
+}
+
 Status write_text(const std::string& path, const std::string& text) {
   UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
   if (!fd || ::write(fd.get(), text.data(), text.size()) != static_cast<ssize_t>(text.size()))
@@ -125,7 +138,7 @@ Status delegate_v2(const std::string& parent, bool is_root) {
         "cgroup {} cannot give its children the memory and pids controllers (it holds other "
         "processes; run the manager alone in its cgroup, e.g. as nicguard.service, which has Delegate=yes): {}",
         parent, std::strerror(error));
-  std::string leaf = parent + "/manager";
+  std::string leaf = parent + std::string(kManagerLeaf);
   if (::mkdir(leaf.c_str(), 0755) != 0 && errno != EEXIST) return fail_errno("cannot create {}", leaf);
   if (auto s = write_text(leaf + "/cgroup.procs", "0"); !s) return s;
   return write_text(parent + "/cgroup.subtree_control", missing());
@@ -148,32 +161,29 @@ Result<DomainCgroup> DomainCgroup::create(const std::string& name, uint64_t memo
   DomainCgroup g;
   g.memory_max_ = memory_max_bytes;
   g.pids_max_ = pids_max;
-  std::map<std::string, std::string> dir_of;  // controller -> its cgroup directory
+  std::map<std::string, std::string> where;  // controller -> its cgroup directory
   for (const char* c : kControllers) {
-    if (mounts.v1.count(c) && self.v1.count(c)) {
-      dir_of[c] = join_path(mounts.v1[c], self.v1[c]) + "/" + name;
-    } else if (!mounts.v2.empty() && self.v2) {
-      std::string parent = join_path(mounts.v2, *self.v2);
-      if (!has_word(read_text(parent + "/cgroup.controllers"), c))
-        return fail("cgroup {} has no {} controller: enable it in its parent's cgroup.subtree_control", parent, c);
-      if (auto s = delegate_v2(parent, *self.v2 == "/"); !s) return tl::unexpected(s.error());
-      // delegate_v2 may have moved us into a leaf: the domain still goes beside it.
-      dir_of[c] = parent + "/" + name;
+    auto parent = dir_of(mounts, self, c);
+    if (!parent) return fail("no cgroup hierarchy on this host has the {} controller (mount cgroup2 on /sys/fs/cgroup)", c);
+    bool v1 = mounts.v1.count(c) && self.v1.count(c);
+    if (!v1) {
+      if (!has_word(read_text(*parent + "/cgroup.controllers"), c))
+        return fail("cgroup {} has no {} controller: enable it in its parent's cgroup.subtree_control", *parent, c);
+      if (auto s = delegate_v2(*parent, *parent == mounts.v2); !s) return tl::unexpected(s.error());
       g.v2_ = true;
-    } else {
-      return fail("no cgroup hierarchy on this host has the {} controller (mount cgroup2 on /sys/fs/cgroup)", c);
     }
+    where[c] = *parent + "/" + name;
   }
   for (const char* c : kControllers) {
-    const std::string& dir = dir_of[c];
+    const std::string& dir = where[c];
     bool fresh = std::find(g.dirs_.begin(), g.dirs_.end(), dir) == g.dirs_.end();
     if (!fresh) continue;
     if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) return fail_errno("cannot create cgroup {}", dir);
     g.dirs_.push_back(dir);
   }
-  g.memory_file_ = dir_of["memory"] + (g.v2_ ? "/memory.max" : "/memory.limit_in_bytes");
+  g.memory_file_ = where["memory"] + (g.v2_ ? "/memory.max" : "/memory.limit_in_bytes");
   if (auto s = g.set_memory_max(memory_max_bytes); !s) return tl::unexpected(s.error());
-  if (auto s = write_text(dir_of["pids"] + "/pids.max", std::to_string(pids_max)); !s) return tl::unexpected(s.error());
+  if (auto s = write_text(where["pids"] + "/pids.max", std::to_string(pids_max)); !s) return tl::unexpected(s.error());
   for (const auto& dir : g.dirs_) {
     std::string procs = dir + "/cgroup.procs";
     UniqueFd fd(::open(procs.c_str(), O_WRONLY | O_CLOEXEC));
@@ -216,9 +226,8 @@ std::vector<std::string> cgroups_named(const std::string& prefix) {
   Membership self = read_membership(0);
   std::set<std::string> parents;
   for (const char* c : kControllers) {
-    if (mounts.v1.count(c) && self.v1.count(c)) parents.insert(join_path(mounts.v1[c], self.v1[c]));
+    if (auto dir = dir_of(mounts, self, c)) parents.insert(*dir);
   }
-  if (!mounts.v2.empty() && self.v2) parents.insert(join_path(mounts.v2, *self.v2));
   std::vector<std::string> found;
   for (const auto& parent : parents) {
     std::error_code ec;
@@ -265,11 +274,9 @@ CgroupLimits cgroup_limits_of(pid_t pid) {
     return v >= (uint64_t{1} << 62) ? std::nullopt : std::optional<uint64_t>(v);
   };
   for (const char* c : kControllers) {
-    std::string dir;
     bool v1 = mounts.v1.count(c) && m.v1.count(c);
-    if (v1) dir = join_path(mounts.v1[c], m.v1[c]);
-    else if (!mounts.v2.empty() && m.v2) dir = join_path(mounts.v2, *m.v2);
-    else continue;
+    if (!v1 && (mounts.v2.empty() || !m.v2)) continue;
+    std::string dir = v1 ? join_path(mounts.v1[c], m.v1[c]) : join_path(mounts.v2, *m.v2);
     bool memory = std::string_view(c) == "memory";
     auto value = number(read_text(dir + (memory ? (v1 ? "/memory.limit_in_bytes" : "/memory.max") : "/pids.max")));
     (memory ? out.memory_dir : out.pids_dir) = dir;
