@@ -142,8 +142,9 @@ class HostileTest : public ::testing::Test {
   // the honest spare.
   void expect_active_lie_survived(const Lie& lie) {
     expect_found_and_fenced(lie, active_, "active");
-    EXPECT_TRUE(has_event(*lab_, before_, {{"event", "switch"}, {"from", "driver-" + active_},
-                                           {"to", "driver-" + spare_}}))
+    // The frontend logs the switch after the fence, so it may still be on its way.
+    Json moved = {{"event", "switch"}, {"from", "driver-" + active_}, {"to", "driver-" + spare_}};
+    EXPECT_TRUE(wait_until([&] { return has_event(*lab_, before_, moved); }, kDetectLimit, 5ms))
         << event_lines(*lab_);
     EXPECT_TRUE(wait_until([&] { return active_driver(*lab_) == spare_; }, kDetectLimit))
         << lab_->status_table();
@@ -272,7 +273,8 @@ TEST_F(HostileTest, TruncatedHelloAckDuringTheHandshakeIsAViolation) {
   EXPECT_TRUE(wait_until([&] { return !(detect = find_event(*lab_, before, want)).is_null(); }, 10s, 5ms))
       << event_lines(*lab_) << lab_->logs();
   EXPECT_NE(detect.value("detail", "").find("payload bytes"), std::string::npos) << detect.dump();
-  EXPECT_TRUE(has_event(*lab_, before, {{"event", "fence"}, {"domain", "driver-" + active_}}))
+  Json fence = {{"event", "fence"}, {"domain", "driver-" + active_}};
+  EXPECT_TRUE(wait_until([&] { return has_event(*lab_, before, fence); }, kDetectLimit, 5ms))
       << event_lines(*lab_);
   EXPECT_TRUE(wait_until([&] { return active_driver(*lab_) == spare_; }, kDetectLimit))
       << lab_->status_table() << event_lines(*lab_);
