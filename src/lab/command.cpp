@@ -72,7 +72,7 @@ int run_up(UpArgs& args) {
   return 0;
 }
 
-int run_down(const std::string& name) {
+int run_down(const std::string& name, const std::string& keep_logs) {
   std::string sfx = name;
   if (sfx.empty()) {
     auto labs = running_labs();
@@ -88,7 +88,7 @@ int run_down(const std::string& name) {
     }
     sfx = labs.front();
   }
-  if (auto st = down(sfx); !st) {
+  if (auto st = down(sfx, keep_logs); !st) {
     fmt::print(stderr, "nicguard lab down: {}\n", st.error().message);
     return 1;
   }
@@ -156,9 +156,12 @@ void ng::cli::add_lab_command(CLI::App& app, int& exit_code) {
   ng::lab::add_up(*lab, exit_code);
 
   auto down_name = std::make_shared<std::string>();
+  auto keep_logs = std::make_shared<std::string>();
   auto* down = lab->add_subcommand("down", "Stop a lab's manager and remove everything it made");
   down->add_option("--name", *down_name, "Lab suffix (default: the only running lab)");
-  down->callback([down_name, &exit_code] { exit_code = ng::lab::run_down(*down_name); });
+  down->add_option("--keep-logs", *keep_logs,
+                   "Copy the lab's logs into this directory once its processes have ended");
+  down->callback([down_name, keep_logs, &exit_code] { exit_code = ng::lab::run_down(*down_name, *keep_logs); });
 
   auto clean_name = std::make_shared<std::string>();
   auto* clean = lab->add_subcommand(

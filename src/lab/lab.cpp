@@ -367,9 +367,30 @@ void stop_manager(pid_t pid, const std::string& sfx) {
   ::waitpid(pid, nullptr, WNOHANG);
 }
 
-Status teardown(const std::string& sfx, pid_t manager) {
+// The state directory's *.log files, copied into `into` (made if missing).
+Status copy_logs(const std::string& state_dir, const std::string& into) {
+  std::error_code ec;
+  fs::create_directories(into, ec);
+  if (ec) return fail("cannot create {} for the lab's logs: {}", into, ec.message());
+  for (const auto& e : fs::directory_iterator(state_dir, ec)) {
+    if (e.path().extension() != ".log") continue;
+    fs::copy_file(e.path(), fs::path(into) / e.path().filename(), fs::copy_options::overwrite_existing, ec);
+    if (ec) return fail("cannot copy {} into {}: {}", e.path().string(), into, ec.message());
+  }
+  return {};
+}
+
+Status teardown(const std::string& sfx, pid_t manager, const std::string& keep_logs = "") {
   if (manager > 0) stop_manager(manager, sfx);
   Report rep;
+  if (!keep_logs.empty()) {
+    // A manager that stopped in time has seen every domain and frontend
+    // exit, so their last words are in the logs by now.
+    auto info = load(sfx);
+    if (auto st = copy_logs(info ? info->state_dir : lab_dir(sfx) + "/state", keep_logs); !st) {
+      rep.errors.push_back(st.error().message);
+    }
+  }
   remove_by_suffix(sfx, false, rep);
   if (manager > 0) ::waitpid(manager, nullptr, WNOHANG);
   if (!rep.errors.empty()) {
@@ -897,7 +918,7 @@ Status Lab::down() {
   return st;
 }
 
-Status down(const std::string& suffix) {
+Status down(const std::string& suffix, const std::string& keep_logs) {
   if (!valid_suffix(suffix)) return fail("'{}' is not a lab name", suffix);
   if (!lab_exists(suffix)) {
     auto labs = running_labs();
@@ -905,7 +926,7 @@ Status down(const std::string& suffix) {
                 labs.empty() ? "none" : fmt::format("{}", fmt::join(labs, ", ")));
   }
   auto info = load(suffix);
-  return teardown(suffix, info ? info->manager_pid : 0);
+  return teardown(suffix, info ? info->manager_pid : 0, keep_logs);
 }
 
 std::vector<std::string> leftovers(const std::string& suffix) {

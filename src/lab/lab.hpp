@@ -142,8 +142,11 @@ std::vector<std::string> running_labs();
 Result<LabInfo> load(const std::string& suffix);
 
 // Tears down the lab SFX from any process: graceful manager stop, then
-// everything named after SFX. Fails if nothing of that lab exists.
-Status down(const std::string& suffix);
+// everything named after SFX. Fails if nothing of that lab exists. With
+// `keep_logs`, the lab's logs are copied into that directory once every
+// process of the lab has ended, before its files go (what a process says as
+// it exits, a sanitizer's report say, is in them).
+Status down(const std::string& suffix, const std::string& keep_logs = "");
 
 // Removes every lab, killed runs included (or only `only_suffix`): recorded
 // processes and those living in lab namespaces, namespaces named ng-*, root

@@ -2,7 +2,8 @@
 # Builds the libFuzzer targets into BUILD_DIR/fuzz and runs each for SECONDS
 # on a fresh copy of its seed corpus (the source tree is never written).
 #   tests/fuzz/run.sh [SECONDS [BUILD_DIR [TARGET...]]]
-# SECONDS defaults to 30, BUILD_DIR to build/ beside this checkout's src/.
+# SECONDS defaults to 30, BUILD_DIR to build/ beside this checkout's src/;
+# FUZZ_JOBS targets run at once (default: one per core).
 # Fails on any crash, leak, timeout or sanitizer report; the inputs that
 # caused them are kept in BUILD_DIR/fuzz/artifacts, the logs in
 # BUILD_DIR/fuzz/logs.
@@ -109,10 +110,20 @@ main() {
   build
   local t0 failed=()
   t0=$(now)
-  say "running ${#TARGETS[@]} targets for $BUDGET s each"
+  # Each libFuzzer run is one thread: one target per core at a time, their
+  # lines printed in the targets' order once all have run.
+  local parallel="${FUZZ_JOBS:-$(nproc)}"
+  say "running ${#TARGETS[@]} targets for $BUDGET s each, $parallel at a time"
   local t
+  mkdir -p "$OUT/logs"
   for t in "${TARGETS[@]}"; do
-    run_one "$t" || failed+=("$t")
+    while (($(jobs -rp | wc -l) >= parallel)); do wait -n || true; done
+    (run_one "$t" >"$OUT/logs/$t.result" 2>&1 && echo 0 >"$OUT/logs/$t.rc" || echo 1 >"$OUT/logs/$t.rc") &
+  done
+  wait
+  for t in "${TARGETS[@]}"; do
+    cat "$OUT/logs/$t.result"
+    [[ $(cat "$OUT/logs/$t.rc" 2>/dev/null) == 0 ]] || failed+=("$t")
   done
   say "ran in $(since "$t0") s"
   if ((${#failed[@]})); then
