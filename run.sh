@@ -28,8 +28,9 @@ PACKAGES=(
   iproute2 ethtool kmod procps iperf3 sockperf netcat-openbsd nginx-light curl
   # integration tests: ping, captures, a broadcast sender
   iputils-ping tcpdump python3
-  # the service test: systemd-analyze verify on the unit file
-  systemd
+  # the service tests: systemd-analyze verify on the unit file, and a
+  # private system bus for the restart tests
+  systemd dbus-daemon
   # driver VMs: QEMU, and the guest image's userland (its kernel is
   # downloaded as a Debian package by src/vm/guest/build-image.sh)
   qemu-system-x86 busybox-static

@@ -36,8 +36,13 @@ void add_manager(CLI::App& app, int& exit_code) {
       "Sets up the driver and app namespaces, starts and restarts the driver domains and\n"
       "frontends and serves the control socket. SIGTERM, SIGINT or {\"cmd\":\"shutdown\"} stop\n"
       "it and undo its changes; SIGUSR2 ends it and leaves every domain serving, for the next\n"
-      "manager on the same config to adopt. Exit status: 0 after a clean stop, 1 when it could\n"
-      "not start, 2 for a bad configuration (nothing is touched then), 3 after SIGUSR2.");
+      "manager on the same config to adopt. Under systemd (NOTIFY_SOCKET or INVOCATION_ID set)\n"
+      "a SIGTERM first asks systemd over the system bus (DBUS_SYSTEM_BUS_ADDRESS, or\n"
+      "/run/systemd/private, then the system bus; 500 ms at most) for the unit's job: a\n"
+      "restart job (`systemctl restart nicguard`) leaves every domain serving as SIGUSR2 does,\n"
+      "for the manager systemd starts next; any other job, or no answer, is a stop. Exit\n"
+      "status: 0 after a clean stop or a restart's SIGTERM, 1 when it could not start, 2 for a\n"
+      "bad configuration (nothing is touched then), 3 after SIGUSR2.");
   sub->add_option("-c,--config", opts->config, "configuration file (TOML, see docs/config.md)")
       ->required();
   sub->add_flag("--check", opts->check, "only validate the configuration and exit");

@@ -18,6 +18,7 @@
 #include <fstream>
 #include <sstream>
 
+#include <fmt/ranges.h>
 #include <spdlog/spdlog.h>
 
 #include "common/clock.hpp"
@@ -29,6 +30,7 @@
 #include "inject/regflip.hpp"
 #include "manager/locate.hpp"
 #include "manager/process.hpp"
+#include "manager/systemd_job.hpp"
 #include "netlink/netlink.hpp"
 #include "sandbox/sandbox.hpp"
 #include "vm/guest_regflip.hpp"
@@ -708,7 +710,10 @@ Status Manager::run() {
   if (leaving_) {
     // As a crash would, but on purpose: children, namespaces and NICs stay
     // as they are, and owned.json tells the next manager what to undo.
-    event("manager-leave", nullptr, {{"children", children_.size()}});
+    nlohmann::json fields{{"children", children_.size()}, {"reason", leave_reason_}, {"exit_status", leave_exit_status_}};
+    if (asked_systemd_ms_ >= 0) fields["asked_systemd_ms"] = asked_systemd_ms_;
+    event("manager-leave", nullptr, std::move(fields));
+    release_cgroup_controllers();
     torn_down_ = true;
     return {};
   }
@@ -744,18 +749,91 @@ void Manager::handle_signal() {
     if (si.ssi_signo == SIGUSR2) {
       spdlog::info("manager: SIGUSR2 from pid {}: leaving the domains serving for the next manager "
                    "to adopt", si.ssi_pid);
-      leaving_ = true;
-      stopping_ = true;
+      leave(fmt::format("SIGUSR2 from pid {}", si.ssi_pid), kExitLeftServing);
       continue;
     }
     if (si.ssi_signo == SIGHUP) {
       reload(fmt::format("SIGHUP from pid {}", si.ssi_pid));
       continue;
     }
+    if (stopping_) continue;  // a second SIGTERM changes nothing
+    if (si.ssi_signo == SIGTERM && under_systemd()) {
+      on_sigterm(static_cast<pid_t>(si.ssi_pid));
+      continue;
+    }
     spdlog::info("manager: {} from pid {}: shutting down", strsignal(static_cast<int>(si.ssi_signo)),
                  si.ssi_pid);
+    stop_trigger_ = fmt::format("{} from pid {}", sigabbrev_np(static_cast<int>(si.ssi_signo)), si.ssi_pid);
     stopping_ = true;
   }
+}
+
+void Manager::leave(const std::string& reason, int exit_status) {
+  leave_reason_ = reason;
+  leave_exit_status_ = exit_status;
+  leaving_ = true;
+  stopping_ = true;
+}
+
+// systemd (252) starts the next manager in the service's cgroup itself, not
+// in the "manager" leaf, and the kernel refuses a process there while the
+// cgroup hands controllers to its children: the unit would fail with
+// 219/CGROUP. So a leaving manager gives them back as its last act; the
+// domains run without their cgroup limits (their rlimits stay) until the
+// next manager takes their cgroups over and enables the limits again.
+void Manager::release_cgroup_controllers() {
+  bool any = false;
+  for (const auto& c : children_) any = any || (c.cgroup && c.pidfd);
+  auto dir = sandbox::delegated_v2_dir();
+  if (!dir) return;
+  auto released = sandbox::release_controllers_v2(*dir);
+  if (!released) {
+    spdlog::warn("manager: {}; systemd may fail to start the next manager in that cgroup (status 219/CGROUP): "
+                 "`systemctl restart nicguard` then starts the domains afresh",
+                 released.error().message);
+    event("cgroup-release", nullptr, {{"dir", *dir}, {"error", released.error().message}});
+    return;
+  }
+  if (released->empty()) return;
+  spdlog::info("manager: gave the {} controllers of {} back so that systemd can start the next manager "
+               "there; {}", fmt::join(*released, " and "), *dir,
+               any ? "the domains' cgroups run without memory and pids limits until it takes them over"
+                   : "no domain cgroup is in use");
+  event("cgroup-release", nullptr, {{"dir", *dir}, {"controllers", *released}, {"domains_unlimited", any}});
+}
+
+int Manager::exit_status() const { return leaving_ ? leave_exit_status_ : 0; }
+
+// `systemctl restart` is a stop and a start, and both begin with this
+// SIGTERM: systemd's job for the unit says which. Asked with a short
+// deadline, since the loop waits meanwhile (the frontends do not); any doubt
+// is a stop, as before.
+void Manager::on_sigterm(pid_t from) {
+  constexpr std::chrono::milliseconds kAskLimit{500};
+  uint64_t asked = mono_ns();
+  auto job = systemd_job_of(::getpid(), kAskLimit);
+  uint64_t took_ms = (mono_ns() - asked) / 1'000'000;
+  std::string trigger = fmt::format("SIGTERM from pid {}", from);
+  if (job && job->id != 0 && is_restart_job(job->type)) {
+    spdlog::info("manager: {}: systemd's job for {} is '{}' (job {}): leaving the domains serving for "
+                 "the manager systemd starts next (asked in {} ms)",
+                 trigger, job->unit, job->type, job->id, took_ms);
+    leave(fmt::format("systemd {} job {}", job->type, job->id), 0);
+    asked_systemd_ms_ = static_cast<int64_t>(took_ms);
+    return;
+  }
+  std::string why;
+  if (!job) {
+    why = fmt::format("could not ask systemd whether this is a restart ({})", job.error().message);
+  } else if (job->id == 0) {
+    why = fmt::format("systemd has no job for {} (a kill, not a stop or restart)", job->unit);
+  } else {
+    why = fmt::format("systemd's job for {} is '{}' (job {})", job->unit, job->type, job->id);
+  }
+  spdlog::info("manager: {}: {}: stopping the domains", trigger, why);
+  stop_trigger_ = trigger + ": " + why;
+  asked_systemd_ms_ = static_cast<int64_t>(took_ms);
+  stopping_ = true;
 }
 
 void Manager::on_child_exit(Child& c) {
@@ -854,6 +932,7 @@ nlohmann::json Manager::handle_request(const nlohmann::json& request) {
   if (cmd == "reload") return reload("control socket");
   if (cmd == "shutdown") {
     spdlog::info("manager: shutdown requested on the control socket");
+    if (!stopping_) stop_trigger_ = "control socket";
     stopping_ = true;
     return {{"ok", true}};
   }
@@ -1212,7 +1291,10 @@ void Manager::teardown() {
   restore_host(owned_);
   owned_ = {};
   remove_state_files();
-  event("manager-stop", nullptr, {{"reason", "shutdown"}});
+  nlohmann::json fields{{"reason", "shutdown"}};
+  if (!stop_trigger_.empty()) fields["trigger"] = stop_trigger_;
+  if (asked_systemd_ms_ >= 0) fields["asked_systemd_ms"] = asked_systemd_ms_;
+  event("manager-stop", nullptr, std::move(fields));
   spdlog::info("manager: stopped");
 }
 
@@ -1355,7 +1437,7 @@ int run_manager(const std::string& config_arg, bool check_only) {
                   s.error().message);
     return 1;
   }
-  return (*manager)->left_serving() ? kExitLeftServing : 0;
+  return (*manager)->exit_status();
 }
 
 }  // namespace ng::manager

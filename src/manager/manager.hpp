@@ -115,8 +115,12 @@ class Manager {
   // config that is bad, or changes what only a restart can, is refused
   // whole with every reason, and nothing changes. `trigger` is for the log.
   nlohmann::json reload(const std::string& trigger);
-  // The run ended on SIGUSR2: the domains serve on, for the next manager.
+  // The run ended on SIGUSR2, or on systemd's SIGTERM of a restart: the
+  // domains serve on, for the next manager.
   bool left_serving() const { return leaving_; }
+  // What run_manager() exits with: 0, or kExitLeftServing after SIGUSR2 (a
+  // restart's SIGTERM exits 0: systemd starts the next manager itself).
+  int exit_status() const;
 
  private:
   explicit Manager(Config config);
@@ -177,6 +181,12 @@ class Manager {
   int next_timeout_ms() const;
   Status watch_fd(int fd, uint64_t key);
   void handle_signal();
+  // SIGTERM under systemd: a restart job leaves the domains serving.
+  void on_sigterm(pid_t from);
+  void leave(const std::string& reason, int exit_status);
+  // cgroup v2: before a leaving manager exits, its service's cgroup gives
+  // the controllers back, so that systemd can start the next manager there.
+  void release_cgroup_controllers();
   void service_tick();
   nlohmann::json handle_request(const nlohmann::json& request);
 
@@ -217,7 +227,11 @@ class Manager {
   bool ready_ = false;             // every app domain has had an active driver domain
   uint64_t next_ready_check_ns_ = 0;
   bool stopping_ = false;
-  bool leaving_ = false;  // SIGUSR2: exit and leave every domain serving
+  bool leaving_ = false;  // SIGUSR2 or a restart: exit and leave every domain serving
+  std::string leave_reason_;  // "SIGUSR2 from pid 12", "systemd restart job 1234"
+  int leave_exit_status_ = 0;
+  int64_t asked_systemd_ms_ = -1;  // how long the SIGTERM's question to systemd took; -1: not asked
+  std::string stop_trigger_;  // why a stop: "SIGTERM from pid 1: systemd's job ... is 'stop'"
   bool torn_down_ = false;
   uint64_t started_mono_ns_ = 0;
   uint64_t fences_ = 0;

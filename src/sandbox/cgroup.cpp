@@ -12,6 +12,8 @@
 #include <map>
 #include <sstream>
 
+#include <fmt/ranges.h>
+
 #include "common/text.hpp"
 
 namespace ng::sandbox {
@@ -103,46 +105,79 @@ std::optional<std::string> dir_of(const Mounts& mounts, const Membership& m, con
   return join_path(mounts.v2, path);
 }
 
+// As the shell's `echo TEXT > FILE` opens it (O_CREAT|O_TRUNC is harmless
+// on cgroupfs, and makes a fake tree of plain files behave for the tests).
 Status write_text(const std::string& path, const std::string& text) {
-  UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CLOEXEC));
+  UniqueFd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644));
   if (!fd || ::write(fd.get(), text.data(), text.size()) != static_cast<ssize_t>(text.size()))
     return fail_errno("cannot write '{}' to {}", text, path);
   return {};
 }
 
-bool only_self_in(const std::string& dir) {
-  auto procs = split(read_text(dir + "/cgroup.procs"), '\n');
-  return procs.size() == 1 && procs[0] == std::to_string(::getpid());
+// The pids in a cgroup's own cgroup.procs: on v2 only the processes in that
+// cgroup itself, not those in its children (the adopted domains).
+std::vector<std::string> procs_in(const std::string& dir) {
+  std::vector<std::string> out;
+  for (auto& p : split(read_text(dir + "/cgroup.procs"), '\n')) {
+    if (!p.empty()) out.push_back(p);
+  }
+  return out;
 }
 
-// On cgroup v2 `parent` must hand the controllers down: possible only while
-// it holds no process, so a manager alone there moves into a leaf first.
-Status delegate_v2(const std::string& parent, bool is_root) {
-  auto missing = [&] {
-    std::string want, have = read_text(parent + "/cgroup.subtree_control");
-    for (const char* c : kControllers) {
-      if (!has_word(have, c)) want += fmt::format("{}+{}", want.empty() ? "" : " ", c);
-    }
-    return want;
-  };
-  std::string want = missing();
-  if (want.empty()) return {};
-  int error = 0;
-  {
-    UniqueFd fd(::open((parent + "/cgroup.subtree_control").c_str(), O_WRONLY | O_CLOEXEC));
-    if (fd && ::write(fd.get(), want.data(), want.size()) == static_cast<ssize_t>(want.size())) return {};
-    error = errno;
+// Our controllers that `dir`'s cgroup.subtree_control does (or does not) hold.
+std::vector<std::string> enabled_in(const std::string& dir, bool enabled) {
+  std::string have = read_text(dir + "/cgroup.subtree_control");
+  std::vector<std::string> out;
+  for (const char* c : kControllers) {
+    if (has_word(have, c) == enabled) out.emplace_back(c);
   }
-  if (error != EBUSY || is_root || !only_self_in(parent))
-    return fail(
-        "cgroup {} cannot give its children the memory and pids controllers (it holds other "
-        "processes; run the manager alone in its cgroup, e.g. as nicguard.service, which has Delegate=yes): {}",
-        parent, std::strerror(error));
-  std::string leaf = parent + std::string(kManagerLeaf);
-  if (::mkdir(leaf.c_str(), 0755) != 0 && errno != EEXIST) return fail_errno("cannot create {}", leaf);
-  if (auto s = write_text(leaf + "/cgroup.procs", "0"); !s) return s;
-  return write_text(parent + "/cgroup.subtree_control", missing());
+  return out;
 }
+
+std::string change_text(const std::vector<std::string>& controllers, char sign) {
+  std::string text;
+  for (const auto& c : controllers) text += fmt::format("{}{}{}", text.empty() ? "" : " ", sign, c);
+  return text;
+}
+
+}  // namespace
+
+// On cgroup v2 `parent` must hand the controllers down: possible only while
+// it holds no process (the no-internal-processes rule), so a manager alone
+// there (a fresh service, or the next manager that systemd put back into
+// the service's cgroup after a restart) moves into its leaf first. Only the
+// processes in parent's own cgroup.procs count: domains a previous manager
+// left serving sit in child cgroups and are no obstacle.
+Status delegate_v2(const std::string& parent, bool is_root, pid_t self) {
+  std::vector<std::string> want = enabled_in(parent, false);
+  std::vector<std::string> inside = is_root ? std::vector<std::string>{} : procs_in(parent);
+  if (want.empty() && inside.empty()) return {};
+  if (!inside.empty()) {
+    std::string me = std::to_string(self);
+    if (inside.size() != 1 || inside[0] != me) {
+      std::erase(inside, me);
+      return fail(
+          "cgroup {} cannot give its children the memory and pids controllers: it holds other processes "
+          "({}); run the manager alone in its cgroup, e.g. as nicguard.service, which has Delegate=memory pids",
+          parent, fmt::join(inside, ", "));
+    }
+    std::string leaf = parent + std::string(kManagerLeaf);
+    if (::mkdir(leaf.c_str(), 0755) != 0 && errno != EEXIST) return fail_errno("cannot create {}", leaf);
+    if (auto s = write_text(leaf + "/cgroup.procs", "0"); !s) return s;
+  }
+  if (want.empty()) return {};
+  return write_text(parent + "/cgroup.subtree_control", change_text(want, '+'));
+}
+
+Result<std::vector<std::string>> release_controllers_v2(const std::string& parent) {
+  std::vector<std::string> on = enabled_in(parent, true);
+  if (on.empty()) return on;
+  if (auto s = write_text(parent + "/cgroup.subtree_control", change_text(on, '-')); !s)
+    return tl::unexpected(s.error());
+  return on;
+}
+
+namespace {
 
 std::string memory_text(uint64_t bytes, bool v2) {
   if (bytes == 0) return v2 ? "max" : "-1";
@@ -158,21 +193,34 @@ std::string format_mib(uint64_t bytes) {
 Result<DomainCgroup> DomainCgroup::create(const std::string& name, uint64_t memory_max_bytes, uint64_t pids_max) {
   Mounts mounts = read_mounts();
   Membership self = read_membership(0);
+  std::map<std::string, CgroupParent> parents;
+  for (const char* c : kControllers) {
+    auto parent = dir_of(mounts, self, c);
+    if (!parent) return fail("no cgroup hierarchy on this host has the {} controller (mount cgroup2 on /sys/fs/cgroup)", c);
+    bool v1 = mounts.v1.count(c) && self.v1.count(c);
+    parents[c] = CgroupParent{*parent, !v1, !v1 && *parent == mounts.v2};
+  }
+  return create_under(parents, name, memory_max_bytes, pids_max, ::getpid());
+}
+
+Result<DomainCgroup> DomainCgroup::create_under(const std::map<std::string, CgroupParent>& parents,
+                                                const std::string& name, uint64_t memory_max_bytes,
+                                                uint64_t pids_max, pid_t self) {
   DomainCgroup g;
   g.memory_max_ = memory_max_bytes;
   g.pids_max_ = pids_max;
   std::map<std::string, std::string> where;  // controller -> its cgroup directory
   for (const char* c : kControllers) {
-    auto parent = dir_of(mounts, self, c);
-    if (!parent) return fail("no cgroup hierarchy on this host has the {} controller (mount cgroup2 on /sys/fs/cgroup)", c);
-    bool v1 = mounts.v1.count(c) && self.v1.count(c);
-    if (!v1) {
-      if (!has_word(read_text(*parent + "/cgroup.controllers"), c))
-        return fail("cgroup {} has no {} controller: enable it in its parent's cgroup.subtree_control", *parent, c);
-      if (auto s = delegate_v2(*parent, *parent == mounts.v2); !s) return tl::unexpected(s.error());
+    auto it = parents.find(c);
+    if (it == parents.end()) return fail("no cgroup directory given for the {} controller", c);
+    const CgroupParent& parent = it->second;
+    if (parent.v2) {
+      if (!has_word(read_text(parent.dir + "/cgroup.controllers"), c))
+        return fail("cgroup {} has no {} controller: enable it in its parent's cgroup.subtree_control", parent.dir, c);
+      if (auto s = delegate_v2(parent.dir, parent.is_root, self); !s) return tl::unexpected(s.error());
       g.v2_ = true;
     }
-    where[c] = *parent + "/" + name;
+    where[c] = parent.dir + "/" + name;
   }
   for (const char* c : kControllers) {
     const std::string& dir = where[c];
@@ -181,12 +229,14 @@ Result<DomainCgroup> DomainCgroup::create(const std::string& name, uint64_t memo
     if (::mkdir(dir.c_str(), 0755) != 0 && errno != EEXIST) return fail_errno("cannot create cgroup {}", dir);
     g.dirs_.push_back(dir);
   }
+  // Written again over what a cgroup taken over holds: a previous manager
+  // may have left other limits, or none (its controllers given back).
   g.memory_file_ = where["memory"] + (g.v2_ ? "/memory.max" : "/memory.limit_in_bytes");
   if (auto s = g.set_memory_max(memory_max_bytes); !s) return tl::unexpected(s.error());
   if (auto s = write_text(where["pids"] + "/pids.max", std::to_string(pids_max)); !s) return tl::unexpected(s.error());
   for (const auto& dir : g.dirs_) {
     std::string procs = dir + "/cgroup.procs";
-    UniqueFd fd(::open(procs.c_str(), O_WRONLY | O_CLOEXEC));
+    UniqueFd fd(::open(procs.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0644));
     if (!fd) return fail_errno("cannot open {}", procs);
     g.procs_raw_.push_back(fd.get());
     g.procs_.push_back(std::move(fd));
@@ -254,6 +304,18 @@ std::vector<std::string> remove_cgroups_named(const std::string& prefix, std::ve
     else errors.push_back(fmt::format("cannot remove cgroup {}: {}", dir, std::strerror(error)));
   }
   return removed;
+}
+
+std::optional<std::string> delegated_v2_dir() {
+  Mounts mounts = read_mounts();
+  Membership self = read_membership(0);
+  if (mounts.v2.empty() || !self.v2) return std::nullopt;
+  for (const char* c : kControllers) {
+    if (mounts.v1.count(c) && self.v1.count(c)) return std::nullopt;  // a v1 controller: nothing to give back
+  }
+  const std::string& path = *self.v2;
+  if (path.size() <= kManagerLeaf.size() || !path.ends_with(kManagerLeaf)) return std::nullopt;
+  return join_path(mounts.v2, path.substr(0, path.size() - kManagerLeaf.size()));
 }
 
 bool join_cgroups(const std::vector<int>& fds) {

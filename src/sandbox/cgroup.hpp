@@ -13,6 +13,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <string>
 #include <vector>
@@ -22,12 +23,29 @@
 
 namespace ng::sandbox {
 
+// Where a domain's cgroup goes for one controller: the directory above it,
+// whether that is a cgroup v2 directory, and whether it is the v2 root.
+struct CgroupParent {
+  std::string dir;
+  bool v2 = false;
+  bool is_root = false;
+};
+
 class DomainCgroup {
  public:
   // Creates the cgroup `name` (or takes it over, limits reset, when a
   // previous manager left it) with memory.max = memory_max_bytes (0: no
   // limit) and pids.max = pids_max.
   static Result<DomainCgroup> create(const std::string& name, uint64_t memory_max_bytes, uint64_t pids_max);
+  // What create() does once it knows the directories (from /proc/self), for
+  // a manager whose pid is `self`: on v2 it moves the manager into the
+  // parent's "manager" leaf if the manager is in the parent itself, enables
+  // the controllers, then makes (or takes over) `name` and writes its
+  // limits. Only files under the given directories are touched (the unit
+  // tests run it on a fake tree).
+  static Result<DomainCgroup> create_under(const std::map<std::string, CgroupParent>& parents,
+                                           const std::string& name, uint64_t memory_max_bytes,
+                                           uint64_t pids_max, pid_t self);
 
   DomainCgroup(DomainCgroup&&) noexcept = default;
   DomainCgroup& operator=(DomainCgroup&&) noexcept = default;
@@ -60,6 +78,25 @@ std::vector<std::string> cgroups_named(const std::string& prefix);
 // process's own, in every hierarchy (what a killed manager left); returns
 // the directories removed, and appends to `errors` those still busy.
 std::vector<std::string> remove_cgroups_named(const std::string& prefix, std::vector<std::string>& errors);
+
+// cgroup v2: lets `parent`'s children have the memory and pids controllers
+// (see DomainCgroup::create_under); the manager `self` moves into the
+// "manager" leaf first if it is in `parent` itself. Only the processes in
+// parent's own cgroup.procs count, not those in its children.
+Status delegate_v2(const std::string& parent, bool is_root, pid_t self);
+// cgroup v2: takes the memory and pids controllers back from `parent`'s
+// children (writes "-memory -pids", those enabled, to its
+// cgroup.subtree_control), so that a process can be put into `parent`
+// itself again: systemd puts the next ExecStartPre and ExecStart of a
+// delegated unit there, which fails with EBUSY (status 219/CGROUP) while
+// the controllers are enabled. The domain cgroups below (leaves) lose their
+// memory.max and pids.max until the next manager enables them again.
+// Returns the controllers it disabled (none: nothing was enabled).
+Result<std::vector<std::string>> release_controllers_v2(const std::string& parent);
+// The cgroup v2 directory this manager delegates from: the parent of the
+// "manager" leaf it runs in, where memory and pids are v2 controllers;
+// nullopt otherwise (cgroup v1 controllers, or not in a leaf).
+std::optional<std::string> delegated_v2_dir();
 
 // In the child, before exec: joins every cgroup in fds. False if one refused.
 bool join_cgroups(const std::vector<int>& fds);

@@ -313,19 +313,12 @@ TEST(Service, SigusrTwoLeavesTheDomainsServingForTheNextManager) {
   for (pid_t p : pids) EXPECT_TRUE(process_alive(p)) << "pid " << p << " did not outlive the manager";
   size_t seen = read_events(lab).size();
   Background next(fmt::format("exec {} manager -c {}", quote(kNicguard), quote(lab.config())));
-  nlohmann::json after;
-  EXPECT_TRUE(wait_until(
-      [&] {
-        auto s = lab.status();
-        if (!s) return false;
-        after = *s;
-        return true;
-      },
-      10s))
-      << next.err();
+  auto after = wait_status(lab, 10s);
+  EXPECT_TRUE(after) << next.err();
   std::vector<pid_t> now;
   for (const char* table : {"drivers", "apps"}) {
-    for (const auto& d : after.value(table, nlohmann::json::array())) now.push_back(d.value("pid", 0));
+    for (const auto& d : after.value_or(nlohmann::json::object()).value(table, nlohmann::json::array()))
+      now.push_back(d.value("pid", 0));
   }
   EXPECT_EQ(now, pids) << "the next manager did not adopt every domain\n" << event_lines(lab);
   EXPECT_TRUE(has_event(lab, seen, {{"event", "adopt"}})) << event_lines(lab);

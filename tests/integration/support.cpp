@@ -355,7 +355,9 @@ LabGuard::LabGuard(const LabOptions& o) {
   if (o.path_probe_us >= 0) args += fmt::format(" --path-probe-us {}", o.path_probe_us);
   if (o.domain != "process") args += fmt::format(" --domain {}", o.domain);
   if (!o.nic_model.empty()) args += fmt::format(" --nic-model {}", o.nic_model);
-  auto r = run(nicguard_cmd(args, limit), limit + 20s);
+  std::string env;
+  for (const auto& e : o.env) env += (env.empty() ? "env " : "") + quote(e) + " ";
+  auto r = run(env + nicguard_cmd(args, limit), limit + 20s);
   if (!r.ok()) {
     error_ = "`nicguard lab up` failed:\n" + r.describe();
     return;
@@ -457,6 +459,17 @@ CmdResult LabGuard::down() {
     }
   }
   return r;
+}
+
+std::optional<nlohmann::json> wait_status(const LabGuard& lab, std::chrono::milliseconds limit) {
+  std::optional<nlohmann::json> got;
+  wait_until(
+      [&] {
+        got = lab.status();
+        return got.has_value();
+      },
+      limit);
+  return got;
 }
 
 std::optional<nlohmann::json> status_json(const std::string& socket, std::string* why) {

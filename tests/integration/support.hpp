@@ -142,6 +142,9 @@ struct LabOptions {
   std::string domain = "process";  // --domain: process or vm
   std::string nic_model;           // --nic-model (driver VMs); empty: the default
   std::chrono::milliseconds up_limit = 120s;
+  // NAME=VALUE pairs added to `lab up`'s environment, which the lab's
+  // manager inherits (DBUS_SYSTEM_BUS_ADDRESS, INVOCATION_ID, ...).
+  std::vector<std::string> env;
 };
 
 // One `nicguard lab up --json` run, owned: the destructor runs
@@ -205,6 +208,10 @@ std::string event_lines(const LabGuard& lab);
 std::string active_driver(const LabGuard& lab);
 // An event with all of these fields appeared after the first `skip` lines.
 bool has_event(const LabGuard& lab, size_t skip, const nlohmann::json& match);
+
+// The lab's status once its manager answers (a manager just started), or
+// nullopt after `limit`.
+std::optional<nlohmann::json> wait_status(const LabGuard& lab, std::chrono::milliseconds limit);
 
 // `nicguard status --json -s SOCKET` against any manager.
 std::optional<nlohmann::json> status_json(const std::string& socket, std::string* why = nullptr);
