@@ -26,6 +26,7 @@
 
 #include "common/clock.hpp"
 #include "common/fd.hpp"
+#include "common/sanitizer.hpp"
 #include "common/stats.hpp"
 #include "common/unix_socket.hpp"
 #include "driver/crash.hpp"
@@ -1117,7 +1118,7 @@ int run_driver(const DriverOptions& o) {
   if (o.sandbox) {
     sandbox::Policy policy;
     policy.memory_limit_bytes = o.memory_limit_mb << 20;
-#if defined(__SANITIZE_ADDRESS__)
+#if NG_ASAN
     // AddressSanitizer reserves terabytes of address space: no RLIMIT_AS fits it.
     policy.memory_limit_bytes = 0;
     spdlog::warn("driver {}: AddressSanitizer build: no memory limit ({} MiB asked)", o.name, o.memory_limit_mb);

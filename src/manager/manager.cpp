@@ -25,6 +25,7 @@
 #include "common/clone.hpp"
 #include "common/file.hpp"
 #include "common/hash.hpp"
+#include "common/sanitizer.hpp"
 #include "common/text.hpp"
 #include "frontend/settings.hpp"
 #include "inject/regflip.hpp"
@@ -462,7 +463,7 @@ void Manager::apply_memory_limit(Child& c) {
     return;
   }
   spdlog::info("{}: memory limit {} MiB (was {} MiB)", c.domain(), want >> 20, now.rlim_max >> 20);
-#if !defined(__SANITIZE_ADDRESS__)
+#if !NG_ASAN
   if (c.cgroup) {
     if (auto s = c.cgroup->set_memory_max(want); !s) spdlog::warn("{}: {}", c.domain(), s.error().message);
   }
@@ -607,7 +608,7 @@ Result<std::pair<pid_t, UniqueFd>> Manager::start_process(Child& c, int null_fd,
 const sandbox::DomainCgroup* Manager::cgroup_for(Child& c) {
   if (c.cgroup) return &*c.cgroup;
   if (!c.cgroup_error.empty()) return nullptr;
-#if defined(__SANITIZE_ADDRESS__)
+#if NG_ASAN
   // AddressSanitizer's shadow memory fits no domain-sized limit, and its
   // leak check starts a thread.
   constexpr uint64_t kPids = 8;

@@ -86,7 +86,8 @@ Result<nlohmann::json> Manager::apply_reload(Config next) {
     }
     fronts.push_back(std::move(c));
   }
-  for (const auto& [name, i] : running) {
+  for (const auto& entry : running) {
+    const std::string& name = entry.first;  // clang 14 cannot capture a structured binding
     if (std::find_if(next.apps.begin(), next.apps.end(), [&](const AppConfig& a) { return a.name == name; }) ==
         next.apps.end()) {
       removed.push_back(name);

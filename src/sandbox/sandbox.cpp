@@ -25,9 +25,10 @@
 
 #include <fmt/format.h>
 
+#include "common/sanitizer.hpp"
 #include "sandbox/isolate.hpp"
 
-#if defined(__SANITIZE_ADDRESS__)
+#if NG_ASAN
 #include <sanitizer/lsan_interface.h>
 #endif
 
@@ -115,7 +116,7 @@ constexpr Entry kAllowlist[] = {
     {"ioctl", Limit::ioctl_tcgets},
     // misc
     {"getrandom", Limit::none},
-#if defined(__SANITIZE_ADDRESS__)
+#if NG_ASAN
     // AddressSanitizer builds only: its abort() and error paths set up an
     // alternate signal stack, and it probes whether memory is readable by
     // writing it into a pipe.
@@ -378,7 +379,7 @@ Status apply(const Policy& policy) {
   // Load the time zone now: the first localtime_r() of a log line would
   // otherwise open /etc/localtime after open is forbidden.
   ::tzset();
-#if defined(__SANITIZE_ADDRESS__)
+#if NG_ASAN
   // LeakSanitizer's end-of-process check stops the world with clone and
   // ptrace, which the filter would answer with SIGSYS at every exit. Check
   // for leaks now instead; the later check is then skipped.

@@ -22,6 +22,8 @@
 #include <fmt/format.h>
 #include <gtest/gtest.h>
 
+#include "common/sanitizer.hpp"
+
 namespace ng::it {
 
 namespace fs = std::filesystem;
@@ -416,7 +418,7 @@ std::vector<std::string> LabGuard::live_namespaces() const {
   return out;
 }
 
-#if defined(__SANITIZE_ADDRESS__)
+#if NG_ASAN
 // A sanitizer report from a lab's process: the manager, a frontend or a
 // driver domain. Such a process may only have crashed into a failover the
 // test expects, so its report must fail the test on its own.
@@ -442,7 +444,7 @@ CmdResult LabGuard::down() {
   CmdResult r;
   if (down_done_ || suffix_.empty()) return r;
   down_done_ = true;
-#if defined(__SANITIZE_ADDRESS__)
+#if NG_ASAN
   std::string logs = fmt::format("/tmp/nicguard-sanitize-{}", suffix_);
   r = run(nicguard_cmd(fmt::format("lab down --name {} --keep-logs {}", suffix_, logs), 60s), 80s);
   expect_no_sanitizer_report(logs);

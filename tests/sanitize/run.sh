@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds nicguard, its unit tests and its integration tests with
+# Builds nicguard, its unit tests and its integration tests with clang,
 # AddressSanitizer and UndefinedBehaviorSanitizer into BUILD_DIR/sanitize,
 # then runs every unit test and a subset of the integration tests (the data
 # path, failovers, hostile domains) against that build's binary, so the
@@ -15,8 +15,9 @@ ROOT="$(cd "$HERE/../.." && pwd)"
 BUILD="$(realpath -m "${1:-$ROOT/build}")"
 OUT="$BUILD/sanitize"
 # One lab per kind of path: packets both ways, each detector's failover,
-# the lies of a hostile domain, the control socket and a reload.
-FILTER="${2:-DatapathTest.PingIpv4BothDirections:DatapathTest.TcpOneGiBEachWayWithMatchingChecksums:DatapathTest.UdpExtToApp:FailoverTest.DriverKilledWithSigkill:FailoverTest.DriverCrashesInItsPacketLoop:FailoverTest.DriverSpinningWithoutHeartbeatIsAHang:FailoverTest.TransmitStallWithHeartbeatAlive:HostileTest.*:BadConfigTest.*}"
+# the lies of a hostile domain, bad configs refused on a running lab, and
+# the manager asking systemd whether a SIGTERM is a restart.
+FILTER="${2:-DatapathTest.PingIpv4BothDirections:DatapathTest.TcpOneGiBEachWayWithMatchingChecksums:DatapathTest.UdpExtToApp:FailoverTest.DriverKilledWithSigkill:FailoverTest.DriverCrashesInItsPacketLoop:FailoverTest.DriverSpinningWithoutHeartbeatIsAHang:FailoverTest.TransmitStallWithHeartbeatAlive:HostileTest.*:BadConfigTest.*:Restart.*}"
 
 say() { printf '==> %s\n' "$*"; }
 die() { printf 'sanitize/run.sh: %s\n' "$*" >&2; exit 1; }
@@ -31,10 +32,12 @@ export UBSAN_OPTIONS="${UBSAN_OPTIONS:-halt_on_error=1:print_stacktrace=1}"
 t0=$(now)
 say "building nicguard with ASan and UBSan into $OUT"
 mkdir -p "$OUT"
-# -O1, line tables only and precompiled library headers: quicker to build
-# than the main tree, and the reports still name the lines.
-cmake -S "$ROOT" -B "$OUT" -DCMAKE_BUILD_TYPE=None -DCMAKE_CXX_FLAGS="-O1 -g1" \
-  -DNICGUARD_SANITIZE=ON -DNICGUARD_PCH=ON >"$OUT/configure.log" 2>&1 ||
+# clang at -O0 with line tables: four times quicker to build than g++ at
+# -O1 with both sanitizers (the instrumented code generation is the cost),
+# and the reports still name the lines.
+command -v clang++ >/dev/null || die "clang++ is missing (Debian: clang libclang-rt-14-dev)"
+cmake -S "$ROOT" -B "$OUT" -DCMAKE_CXX_COMPILER=clang++ -DCMAKE_BUILD_TYPE=None \
+  -DCMAKE_CXX_FLAGS="-O0 -gline-tables-only" -DNICGUARD_SANITIZE=ON >"$OUT/configure.log" 2>&1 ||
   { cat "$OUT/configure.log" >&2; die "configuring failed"; }
 make -C "$OUT" -j"$(nproc)" --no-print-directory nicguard unit_tests integration_tests \
   >"$OUT/build.log" 2>&1 ||

@@ -37,6 +37,8 @@
 #include <spdlog/sinks/ostream_sink.h>
 #include <spdlog/spdlog.h>
 
+#include "common/sanitizer.hpp"
+
 namespace {
 
 using ng::sandbox::Policy;
@@ -390,7 +392,7 @@ TEST(Sandbox, ExtraSyscallsWidenTheAllowlist) {
   EXPECT_EQ(end.report, "extras ok;");
 }
 
-#if defined(__SANITIZE_ADDRESS__)
+#if NG_ASAN
 constexpr bool kAsan = true;
 #else
 constexpr bool kAsan = false;
