@@ -14,9 +14,10 @@ void PathCheck::reset() {
 }
 
 PathCheck::Loss PathCheck::judge(Direction& d, const PathSide& from, const PathSide& to) {
-  bool fresh = to.seen != d.last_seen || to.overruns != d.overruns || from.sent < d.base_sent;
+  bool fresh = !d.primed || to.seen != d.last_seen || to.overruns != d.overruns || from.sent < d.base_sent;
   if (fresh) {
-    d.ever_seen = d.ever_seen || to.seen != d.last_seen;
+    d.ever_seen = d.ever_seen || (d.primed && to.seen != d.last_seen);
+    d.primed = true;
     d.last_seen = to.seen;
     d.overruns = to.overruns;
     d.base_sent = from.sent;

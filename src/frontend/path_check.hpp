@@ -63,6 +63,9 @@ class PathCheck {
 
  private:
   struct Direction {
+    // The receiver's count is cumulative and may hold probes of the spare
+    // before this one: the first look only takes it as the base.
+    bool primed = false;
     bool ever_seen = false;
     uint64_t last_seen = 0;
     uint64_t base_sent = 0;  // the sender's count when the receiver last saw one

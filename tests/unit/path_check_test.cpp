@@ -112,6 +112,25 @@ TEST(PathCheckTest, PathNeverProvenIsNotJudged) {
   EXPECT_EQ(run_until_verdict(c, p, false, true, false, 100), PathVerdict::ok);
 }
 
+// After a failover the restarted domain rejoins as the spare behind the
+// same broken switch port: the active's count of probes seen still holds
+// the ones its earlier peer sent, which prove nothing about the new pair.
+// Seen once (a healthy active fenced 10 ms after the rejoin, with its
+// neighbour's answer slow under load).
+TEST(PathCheckTest, ProbesSeenBeforeANewPairProveNothingForIt) {
+  Pair p;
+  PathCheck c = healthy_for(p, 10);
+  c.reset();
+  p.spare = {};  // the new instance, its port still blocked both ways
+  EXPECT_EQ(run_until_verdict(c, p, false, false, false, 100), PathVerdict::ok);
+  // Once a probe crosses both ways, a later loss is judged again.
+  p.tick();
+  EXPECT_EQ(c.check(p.now, p.active, p.spare), PathVerdict::ok);
+  p.tick();
+  EXPECT_EQ(c.check(p.now, p.active, p.spare), PathVerdict::ok);
+  EXPECT_EQ(run_until_verdict(c, p, false, true, false), PathVerdict::active_broken);
+}
+
 TEST(PathCheckTest, ProbesCrossingAgainEndTheQuestion) {
   Pair p;
   PathCheck c = healthy_for(p, 10);
