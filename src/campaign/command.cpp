@@ -5,6 +5,7 @@
 #include "campaign/campaign.hpp"
 #include "campaign/switch_fault.hpp"
 #include "campaign/print.hpp"
+#include "campaign/resources.hpp"
 #include "cli/commands.hpp"
 #include "common/signal_latch.hpp"
 #include "inject/inject.hpp"
@@ -37,17 +38,6 @@ std::string progress_extras(const RunRecord& r) {
   return out;
 }
 
-std::string figure(const nlohmann::json& j, const char* key) {
-  auto it = j.find(key);
-  if (it == j.end() || !it->is_number()) return "-";
-  return it->is_number_integer() ? fmt::format("{}", it->get<int64_t>()) : fmt::format("{:.1f}", it->get<double>());
-}
-
-std::string change(const nlohmann::json& changes, const char* key) {
-  auto it = changes.find(key);
-  return it != changes.end() && it->is_number() ? fmt::format("{:+.1f}%", it->get<double>()) : "not compared";
-}
-
 void print_lab_resources(const nlohmann::json& lab) {
   const auto flat = lab.value("flat", nlohmann::json());
   fmt::print("  lab under {}: {} of {} runs sampled, {}\n", lab.value("policy", ""), lab.value("sampled", 0),
@@ -59,9 +49,9 @@ void print_lab_resources(const nlohmann::json& lab) {
              fmt::format("first {} mean", n), fmt::format("last {} mean", n), "change");
   const auto changes = lab.value("change_percent", nlohmann::json::object());
   for (const char* f : {"manager_fds", "manager_rss_kib", "frontend_fds", "frontend_rss_kib"}) {
-    fmt::print("    {:<17} {:>10} {:>10} {:>14} {:>14} {:>13}\n", f, figure(lab["first_run"], f),
-               figure(lab["last_run"], f), figure(lab["first_mean"], f), figure(lab["last_mean"], f),
-               change(changes, f));
+    fmt::print("    {:<17} {:>10} {:>10} {:>14} {:>14} {:>13}\n", f, figure_text(lab["first_run"], f),
+               figure_text(lab["last_run"], f), figure_text(lab["first_mean"], f), figure_text(lab["last_mean"], f),
+               change_text(changes, f));
   }
   for (const auto& c : lab.value("pid_changes", nlohmann::json::array())) {
     fmt::print("    {}\n", c.get<std::string>());

@@ -857,18 +857,6 @@ std::string false_alarm_section(const json& summary) {
 
 // ---- the lab's processes over the runs, and what outlived them ---------------
 
-std::string number_text(const json& j, const char* key) {
-  auto it = j.find(key);
-  if (it == j.end() || !it->is_number()) return "-";
-  return it->is_number_integer() ? fmt::format("{}", it->get<int64_t>()) : fmt::format("{:.1f}", it->get<double>());
-}
-
-std::string change_text(const json& changes, const char* key) {
-  auto it = changes.find(key);
-  if (it == changes.end() || !it->is_number()) return "not compared";
-  return fmt::format("{:+.1f}%", it->get<double>());
-}
-
 std::string flat_text(const json& flat) {
   if (flat.is_boolean()) return flat.get<bool>() ? "flat" : "not flat";
   return "not comparable (a process was replaced)";
@@ -885,8 +873,8 @@ std::string resources_lab_html(const json& lab) {
                      fmt::format("Mean of last {}", n), "Change"});
   const json changes = lab.value("change_percent", json::object());
   for (const char* f : {"manager_fds", "manager_rss_kib", "frontend_fds", "frontend_rss_kib"}) {
-    out += "<tr>" + cell(f, "l") + cell(number_text(lab["first_run"], f)) + cell(number_text(lab["last_run"], f));
-    out += cell(number_text(lab["first_mean"], f)) + cell(number_text(lab["last_mean"], f));
+    out += "<tr>" + cell(f, "l") + cell(figure_text(lab["first_run"], f)) + cell(figure_text(lab["last_run"], f));
+    out += cell(figure_text(lab["first_mean"], f)) + cell(figure_text(lab["last_mean"], f));
     out += cell(change_text(changes, f)) + "</tr>\n";
   }
   out += "</table>\n";

@@ -298,6 +298,18 @@ json resources_json(const std::vector<RunRecord>& runs) {
           {"labs", std::move(labs)}};
 }
 
+std::string figure_text(const json& j, const char* key) {
+  auto it = j.find(key);
+  if (it == j.end() || !it->is_number()) return "-";
+  return it->is_number_integer() ? fmt::format("{}", it->get<int64_t>()) : fmt::format("{:.1f}", it->get<double>());
+}
+
+std::string change_text(const json& changes, const char* key) {
+  auto it = changes.find(key);
+  if (it == changes.end() || !it->is_number()) return "not compared";
+  return fmt::format("{:+.1f}%", it->get<double>());
+}
+
 // ---- what outlived the labs ---------------------------------------------------
 
 namespace {

@@ -49,6 +49,12 @@ Result<ResourceSample> sample_resources(const nlohmann::json& status);
 // resource_window() runs, their change in percent, pid changes, `flat`.
 nlohmann::json resources_json(const std::vector<RunRecord>& runs);
 
+// One figure of a resources_json() sample or mean as text ("-" when
+// missing), and one change_percent entry ("+1.2%", or "not compared"): for
+// the terminal and the report alike.
+std::string figure_text(const nlohmann::json& j, const char* key);
+std::string change_text(const nlohmann::json& changes, const char* key);
+
 // A process the campaign saw, named by pid and start time.
 struct SeenProcess {
   pid_t pid = 0;
