@@ -428,6 +428,13 @@ class Session {
   Result<json> inject(const std::string& domain, const std::string& kind, uint64_t seed);
   void assess(RunRecord& r, const RunTraffic& t, uint64_t inj, uint64_t started);
   void assess_apps(RunRecord& r, const RunTraffic& t, uint64_t inj) const;
+  // The silence the fault caused in one stream: through the recovery when
+  // there was one, else over the whole window.
+  double fault_silence(const std::vector<uint64_t>& recv, const RunRecord& r, uint64_t inj) const {
+    const uint64_t end = inj + window_ns();
+    if (r.recovery_ms < 0) return longest_silence(recv, inj, end);
+    return silence_until_recovered(recv, inj, inj + static_cast<uint64_t>(r.recovery_ms * 1e6), end);
+  }
   void assess_http(RunRecord& r, const RunTraffic& t, uint64_t inj) const;
   void repair(const RunRecord& r, pid_t injected_pid);
   void sample(RunRecord& r, CampaignResult& out);
@@ -622,7 +629,8 @@ void Session::assess(RunRecord& r, const RunTraffic& t, uint64_t inj, uint64_t s
   }
   find_recovery(events, inj, inj + window, r);
   const auto recv = t.receive_times();
-  r.interruption_ms = longest_silence(recv, inj, inj + window) / 1e6;
+  r.window_silence_ms = longest_silence(recv, inj, inj + window) / 1e6;
+  r.interruption_ms = fault_silence(recv, r, inj) / 1e6;
   r.baseline_ms = longest_silence(recv, inj - kLeadNs - baseline, inj - kLeadNs) / 1e6;
   const auto seqs = t.received_seqs();
   Loss in_window = loss_in(seqs, t.start_ns(), o_.pps, inj, inj + window);
@@ -634,7 +642,7 @@ void Session::assess(RunRecord& r, const RunTraffic& t, uint64_t inj, uint64_t s
   o.flowing_at_end = std::any_of(recv.begin(), recv.end(), [&](uint64_t at) {
     return at + static_cast<uint64_t>(kFlowingMs * 1e6) >= end && at < end;
   });
-  o.interruption_ms = r.interruption_ms;
+  o.interruption_ms = r.window_silence_ms;
   o.sent = in_window.sent;
   o.lost = in_window.lost;
   o.baseline_lost = (before.lost * window + baseline / 2) / baseline;  // as if as long as the window
@@ -645,12 +653,11 @@ void Session::assess(RunRecord& r, const RunTraffic& t, uint64_t inj, uint64_t s
 
 // The worst silence over app1's probe and every other app's low-rate stream.
 void Session::assess_apps(RunRecord& r, const RunTraffic& t, uint64_t inj) const {
-  const uint64_t window = window_ns();
   r.interruption_all_apps_ms = r.interruption_ms;
   r.worst_app = lab_->apps().front().name;
   const auto& per_app = t.app_receive_times();
   for (size_t i = 0; i < per_app.size() && i + 1 < lab_->apps().size(); ++i) {
-    double ms = longest_silence(per_app[i], inj, inj + window) / 1e6;
+    double ms = fault_silence(per_app[i], r, inj) / 1e6;
     if (ms <= r.interruption_all_apps_ms) continue;
     r.interruption_all_apps_ms = ms;
     r.worst_app = lab_->apps()[i + 1].name;
@@ -752,6 +759,13 @@ double longest_silence(std::vector<uint64_t> recv_ns, uint64_t from, uint64_t un
   }
   // The stream fell silent for good: the silence runs to the window's end.
   return static_cast<double>(std::max(longest, until > last ? until - last : 0));
+}
+
+double silence_until_recovered(const std::vector<uint64_t>& recv_ns, uint64_t from, uint64_t recovered_at,
+                               uint64_t until) {
+  bool came_back = std::any_of(recv_ns.begin(), recv_ns.end(),
+                               [&](uint64_t t) { return t >= recovered_at && t < until; });
+  return longest_silence(recv_ns, from, came_back ? recovered_at : until);
 }
 
 Loss loss_in(const std::vector<uint32_t>& received_seqs, uint64_t start_ns, uint32_t pps, uint64_t from,

@@ -76,6 +76,15 @@ Outcome classify(const Observation& o);
 // window counts up to its end; so does one before the first echo.
 double longest_silence(std::vector<uint64_t> recv_ns, uint64_t from, uint64_t until);
 
+// The fault's own interruption: the longest silence from `from` (the
+// injection) through the one that spans `recovered_at` (the switch, or the
+// restarted domain serving), in ns. Silences after the traffic came back are
+// the host's, not the fault's: on a loaded 2-core host one 400 ms window in
+// four without any fault holds a silence over 10 ms. When no echo came after
+// `recovered_at` before `until`, the silence runs to `until`.
+double silence_until_recovered(const std::vector<uint64_t>& recv_ns, uint64_t from, uint64_t recovered_at,
+                               uint64_t until);
+
 // Of the packets a stream that began at start_ns sent at pps (packet k at
 // start_ns + k / pps) within [from, until): how many, and how many of them
 // never came back (`received_seqs`: the distinct sequence numbers echoed).

@@ -100,22 +100,26 @@ void print_progress(const RunRecord& r) {
 }
 
 void print_summary(const nlohmann::json& summary) {
-  fmt::print("\n{:<10} {:<9} {:>4} {:>5} {:>5} {:>5} {:>6} {:>6} {:>5} {:>5} {:>22} {:>22} {:>12} {:>6}\n",
+  fmt::print("\n{:<10} {:<9} {:>4} {:>5} {:>5} {:>5} {:>6} {:>6} {:>5} {:>5} {:>22} {:>22} {:>12} {:>13} {:>6}\n",
              "policy", "kind", "runs", "manif", "detec", "recov", "<=10ms", "silent", "notrc", "false",
-             "interruption ms", "every app ms", "detection ms", "TCP");
-  fmt::print("{:<10} {:<9} {:>4} {:>5} {:>5} {:>5} {:>6} {:>6} {:>5} {:>5} {:>22} {:>22} {:>12} {:>6}\n", "", "",
-             "", "", "", "", "", "", "", "alarm", "p50/p99/max", "p50/p99/max", "p50/p99", "lost");
+             "interruption ms", "every app ms", "detection ms", "silence p99", "TCP");
+  fmt::print("{:<10} {:<9} {:>4} {:>5} {:>5} {:>5} {:>6} {:>6} {:>5} {:>5} {:>22} {:>22} {:>12} {:>13} {:>6}\n", "",
+             "", "", "", "", "", "", "", "", "alarm", "p50/p99/max", "p50/p99/max", "p50/p99", "window/base",
+             "lost");
   for (const auto& g : summary.value("groups", nlohmann::json::array())) {
     const auto& in = g["interruption_ms"];
     const auto& all = g["interruption_all_apps_ms"];
     const auto& det = g["detection_ms"];
-    fmt::print("{:<10} {:<9} {:>4} {:>5} {:>5} {:>5} {:>6} {:>6} {:>5} {:>5} {:>22} {:>22} {:>12} {:>6}\n",
+    const auto& window = g["window_silence_ms"];
+    const auto& base = g["baseline_ms"];
+    fmt::print("{:<10} {:<9} {:>4} {:>5} {:>5} {:>5} {:>6} {:>6} {:>5} {:>5} {:>22} {:>22} {:>12} {:>13} {:>6}\n",
                g.value("policy", ""), g.value("kind", ""), g.value("runs", 0), g.value("manifested", 0),
                g.value("detected", 0), g.value("recovered", 0), share(g), g.value("silent_failures", 0),
                g.value("not_recovered", 0), g.value("false_detections", 0),
                fmt::format("{}/{}/{}", ms_or_dash(in, "p50"), ms_or_dash(in, "p99"), ms_or_dash(in, "max")),
                fmt::format("{}/{}/{}", ms_or_dash(all, "p50"), ms_or_dash(all, "p99"), ms_or_dash(all, "max")),
                fmt::format("{}/{}", ms_or_dash(det, "p50"), ms_or_dash(det, "p99")),
+               fmt::format("{}/{}", ms_or_dash(window, "p99"), ms_or_dash(base, "p99")),
                g.value("tcp_connections_lost", 0));
   }
   print_http(summary);

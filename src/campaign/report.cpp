@@ -210,6 +210,7 @@ json group_json(const Group& g) {
       values_if(g, &RunRecord::recovery_ms, [](const RunRecord& r) { return r.recovery_ms >= 0; }),
       {50, 99}, false);
   out["baseline_ms"] = spread(values_if(g, &RunRecord::baseline_ms, any), {50, 99}, true);
+  out["window_silence_ms"] = spread(values_if(g, &RunRecord::window_silence_ms, recovered), {50, 99}, true);
   out["tcp_connections_lost"] = count_runs(g, [](const RunRecord& r) { return !r.tcp_survived; });
   uint64_t lost = 0;
   for (const auto* r : g.runs) lost += r->lost;
@@ -772,6 +773,7 @@ std::string latency_tr(const json& g) {
   out += cell(worst.empty() ? "-" : esc(worst), "l");
   for (const char* q : {"p50", "p99"}) out += stat_cell(g, "detection_ms", q);
   for (const char* q : {"p50", "p99"}) out += stat_cell(g, "recovery_ms", q);
+  for (const char* q : {"p50", "p99", "max"}) out += stat_cell(g, "window_silence_ms", q);
   for (const char* q : {"p50", "p99", "max"}) out += stat_cell(g, "baseline_ms", q);
   return out + cell(fmt::format("{}", count_of(g, "packets_lost"))) + "</tr>\n";
 }
@@ -784,10 +786,10 @@ std::string latency_section(const json& summary) {
       "<tr><th rowspan=\"2\">Policy</th><th rowspan=\"2\">Fault</th>"
       "<th colspan=\"4\">Interruption (recovered)</th>"
       "<th colspan=\"4\">Interruption, worst of every app (recovered)</th><th colspan=\"2\">Detection</th>"
-      "<th colspan=\"2\">Recovery</th><th colspan=\"3\">Baseline silence</th>"
-      "<th rowspan=\"2\">Packets lost</th></tr>\n";
+      "<th colspan=\"2\">Recovery</th><th colspan=\"3\">Longest silence in the window (recovered)</th>"
+      "<th colspan=\"3\">Baseline silence</th><th rowspan=\"2\">Packets lost</th></tr>\n";
   out += header_row({"p50", "p90", "p99", "max", "p50", "p99", "max", "app", "p50", "p99", "p50", "p99", "p50",
-                     "p99", "max"});
+                     "p99", "max", "p50", "p99", "max"});
   for (const auto& g : groups) out += latency_tr(g);
   return out + "</table>\n";
 }
@@ -1041,14 +1043,14 @@ Status write_file(const std::string& path, std::string_view content) {
 std::string runs_csv(const std::vector<RunRecord>& runs) {
   std::string out =
       "run,policy,kind,seed,domain,detail,detector,outcome,detection_ms,recovery_ms,"
-      "interruption_ms,baseline_ms,lost,tcp_survived,interruption_all_apps_ms,worst_app,"
+      "interruption_ms,baseline_ms,window_silence_ms,lost,tcp_survived,interruption_all_apps_ms,worst_app,"
       "false_detections," +
       std::string(kHttpCsvHeader) + ",drops," + std::string(kResourcesCsvHeader) + "\n";
   for (const auto& r : runs) {
-    out += fmt::format("{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n", r.run, csv_field(r.policy),
+    out += fmt::format("{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n", r.run, csv_field(r.policy),
                        csv_field(r.kind), r.seed, csv_field(r.domain), csv_field(r.detail),
                        csv_field(r.detector), outcome_name(r.outcome), r.detection_ms, r.recovery_ms,
-                       r.interruption_ms, r.baseline_ms, r.lost, r.tcp_survived ? "true" : "false",
+                       r.interruption_ms, r.baseline_ms, r.window_silence_ms, r.lost, r.tcp_survived ? "true" : "false",
                        r.interruption_all_apps_ms, csv_field(r.worst_app), r.false_detections.size(),
                        http_csv(r.http), csv_field(r.drops), resources_csv(r.resources));
   }

@@ -64,7 +64,10 @@ struct RunRecord {
   Outcome outcome = Outcome::no_effect;
   double detection_ms = -1;    // injection to first detection; < 0 when none
   double recovery_ms = -1;     // injection to traffic moved (switch) or domain serving again; < 0 when none
-  double interruption_ms = 0;  // probe's longest silence in the run's window
+  // The probe's longest silence from the injection through the one that
+  // spans the recovery (the whole window when there was none).
+  double interruption_ms = 0;
+  double window_silence_ms = 0;  // probe's longest silence anywhere in the run's window
   double baseline_ms = 0;      // probe's longest silence in an equally long window without a failure, just before
   uint64_t lost = 0;           // probe packets lost in the window
   bool tcp_survived = true;    // the TCP stream's connection lived through the run

@@ -14,7 +14,7 @@ namespace ng::stats {
 
 inline constexpr uint32_t kDriverMagic = 0x5344474e;  // "NGDS"
 inline constexpr uint32_t kFrontMagic = 0x5346474e;   // "NGFS"
-inline constexpr uint32_t kVersion = 5;
+inline constexpr uint32_t kVersion = 6;
 inline constexpr int kMaxConnections = 64;
 inline constexpr int kMaxBackends = 2;
 inline constexpr int kNameLen = 64;
@@ -104,6 +104,9 @@ struct FrontStats {
   Counter salvaged;            // frames a failed domain's NIC received, handed over by the manager
   Counter spare_path_broken;   // path checks that found the spare's side broken (frontend/path_check.hpp)
   Counter path_questions;      // ARP questions the path check asked through the active domain
+  // The most CPU time in its own code a kicked domain spent before its beat
+  // came: the margin below the hang verdict's user-mode limit.
+  Counter kick_user_max_us;
   std::atomic<int32_t> active;  // index into backends, -1 for none
   FrontBackend backends[kMaxBackends];
 };

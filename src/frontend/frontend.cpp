@@ -642,7 +642,10 @@ class Frontend {
     auto sample = [pid] { return pid > 0 ? sample_process(pid) : ProcSample{true, 'R', 0}; };
     Verdict v = b.watchdog.check(now, seen, sample);
     if (v == Verdict::ok) {
-      if (!b.watchdog.suspecting()) end_suspicion(b);
+      if (!b.watchdog.suspecting()) {
+        note_answered_kick(b);
+        end_suspicion(b);
+      }
       return;
     }
     if (v == Verdict::demand_beat) {
@@ -690,6 +693,16 @@ class Frontend {
       sampler_warned_ = true;
       spdlog::warn("frontend {}: {}; hangs are judged on total CPU time, which needs {} ms of it",
                    opt_.name, s.error().message, opt_.hang_timeout_ms);
+    }
+  }
+
+  // How close a healthy domain came to the spin limit: the margin the
+  // user-mode rule has on this host, in the metrics.
+  void note_answered_kick(Backend& b) {
+    if (!b.sampler.running()) return;
+    uint64_t us = b.sampler.user_ns() / 1000;
+    if (us > stats_->kick_user_max_us.load(std::memory_order_relaxed)) {
+      stats_->kick_user_max_us.store(us, std::memory_order_relaxed);
     }
   }
 

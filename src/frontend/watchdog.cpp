@@ -185,7 +185,7 @@ Verdict Watchdog::check_hang(uint64_t now, const Seen& seen, const std::function
   // Its own code, not the kernel's: no pass of the loop and no NIC call
   // spends milliseconds of user-mode CPU between two beats. Judged as soon
   // as it is seen, however long the kick is ago.
-  uint64_t spin_user = cfg_.spin_user_ns != 0 ? cfg_.spin_user_ns : cfg_.hang_timeout_ns / 3;
+  uint64_t spin_user = cfg_.spin_user_ns != 0 ? cfg_.spin_user_ns : cfg_.hang_timeout_ns / 6;
   bool spinning = seen.user_known && seen.user_ns >= spin_user;
   if (asked < half && !spinning) return Verdict::ok;
   if (now < resample_at_ns_ && !spinning) return Verdict::ok;

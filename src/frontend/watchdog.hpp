@@ -17,7 +17,7 @@
 //                                        unless in a timed sleep (a slow
 //                                        driver that sleeps in its loop):
 //                                        a hang at the kernel-call limit
-//   a third of the timeout of CPU in
+//   a sixth of the timeout of CPU in
 //   its own code (user mode) since the
 //   kick, without one beat            -> hang at once, before the other half
 //                                        (spinning: one pass of the loop
@@ -79,7 +79,7 @@ std::string where_is(pid_t pid);
 
 struct WatchdogConfig {
   uint64_t hang_timeout_ns = 6'000'000;
-  // User-mode CPU without a beat that is a spin; 0: a third of the timeout.
+  // User-mode CPU without a beat that is a spin; 0: a sixth of the timeout.
   uint64_t spin_user_ns = 0;
   uint64_t stall_timeout_ns = 100'000'000;
   uint64_t kernel_limit_ns = 200'000'000;  // one NIC or control call, or a 'D' wait

@@ -92,6 +92,9 @@ constexpr std::pair<std::string_view, std::string_view> kHelp[] = {
      "ARP questions the path check asked through the active domain after path probes went missing"},
     {"nicguard_app_spare_path_broken_total",
      "Path checks that found the spare's side of the path broken (the active answered)"},
+    {"nicguard_app_kick_user_max_seconds",
+     "Most CPU time in its own code a driver domain spent between a kick and its next heartbeat "
+     "(a hang needs a sixth of hang_timeout_ms)"},
     {"nicguard_app_backend_state", "The state of the app's connection to a driver domain (1-hot)"},
     {"nicguard_app_backend_tx_frames_total", "Frames posted to the driver domain's TX ring"},
     {"nicguard_app_backend_tx_bytes_total", "Bytes posted to the driver domain's TX ring"},

@@ -76,7 +76,8 @@ void add_front_stats(json& j, const stats::FrontStats& s) {
                    {"hold_drops", load(s.hold_drops)},
                    {"salvaged", load(s.salvaged)},
                    {"spare_path_broken", load(s.spare_path_broken)},
-                   {"path_questions", load(s.path_questions)}};
+                   {"path_questions", load(s.path_questions)},
+                   {"kick_user_max_us", load(s.kick_user_max_us)}};
   int active = s.active.load(std::memory_order_relaxed);
   for (int i = 0; i < stats::kMaxBackends; ++i) {
     const auto& b = s.backends[i];

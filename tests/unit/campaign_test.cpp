@@ -91,6 +91,34 @@ TEST(CampaignSilence, NoArrivalsAtAllIsTheWholeWindow) {
   EXPECT_DOUBLE_EQ(longest_silence({}, 10 * kMs, 30 * kMs), 20.0 * kMs);
 }
 
+TEST(CampaignFaultSilence, EndsWithTheSilenceThatSpansTheRecovery) {
+  // Silent from 100 to 106 ms (the fault), switch at 103 ms, then a 15 ms
+  // silence of the host's own at 200 ms: not the fault's.
+  auto recv = every(0, 100 * kMs, kMs / 10);
+  auto after = every(106 * kMs, 200 * kMs, kMs / 10);
+  auto late = every(215 * kMs, 500 * kMs, kMs / 10);
+  recv.insert(recv.end(), after.begin(), after.end());
+  recv.insert(recv.end(), late.begin(), late.end());
+  const uint64_t last_before = recv[999];
+  EXPECT_DOUBLE_EQ(silence_until_recovered(recv, 100 * kMs, 103 * kMs, 500 * kMs),
+                   static_cast<double>(106 * kMs - last_before));
+  EXPECT_GT(longest_silence(recv, 100 * kMs, 500 * kMs), 14.0 * kMs);
+}
+
+TEST(CampaignFaultSilence, ASilenceBeforeTheRecoveryCounts) {
+  // The fault silenced the stream for 30 ms, the stream came back by itself,
+  // and the domain was switched away from later.
+  auto recv = every(0, 100 * kMs, kMs);
+  auto after = every(130 * kMs, 500 * kMs, kMs);
+  recv.insert(recv.end(), after.begin(), after.end());
+  EXPECT_DOUBLE_EQ(silence_until_recovered(recv, 100 * kMs, 250 * kMs, 500 * kMs), 31.0 * kMs);
+}
+
+TEST(CampaignFaultSilence, NoEchoAfterTheRecoveryRunsToTheWindowEnd) {
+  auto recv = every(0, 100 * kMs, kMs);
+  EXPECT_DOUBLE_EQ(silence_until_recovered(recv, 100 * kMs, 105 * kMs, 400 * kMs), 301.0 * kMs);
+}
+
 TEST(CampaignLoss, CountsOnlyThePacketsSentInTheWindow) {
   // 1000 pps from t = 0: packet k leaves at k ms; 100..199 never came back.
   std::vector<uint32_t> seqs;

@@ -304,18 +304,18 @@ TEST(ReportCsv, HeaderAndEveryFieldWithQuoting) {
   auto csv = ng::campaign::runs_csv(runs);
   EXPECT_TRUE(csv.starts_with(
       "run,policy,kind,seed,domain,detail,detector,outcome,detection_ms,recovery_ms,"
-      "interruption_ms,baseline_ms,lost,tcp_survived,interruption_all_apps_ms,worst_app,false_detections,"
+      "interruption_ms,baseline_ms,window_silence_ms,lost,tcp_survived,interruption_all_apps_ms,worst_app,false_detections,"
       "http_requests,http_failed,http_latency_p50_ms,http_latency_p99_ms,http_latency_max_ms,"
       "http_baseline_latency_max_ms,drops,manager_fds,manager_rss_kib,frontend_fds,frontend_rss_kib,"
       "manager_pid,frontend_pids\n"));
   // Without --http its columns are empty.
   EXPECT_THAT(csv, HasSubstr("\n5,warm-spare,regflip,1005,driver-a,"
                              "\"tid 812 rip bit 17, \"\"after\"\" 3210 us\",,silent-failure,"
-                             "-1,-1,50,0.2,500,false,0,,0,,,,,,,,,,,,,\n"));
+                             "-1,-1,50,0.2,0,500,false,0,,0,,,,,,,,,,,,,\n"));
   EXPECT_THAT(csv, HasSubstr("\n6,warm-spare,regflip,1006,driver-a,\"two\nlines\",heartbeat,"
-                             "not-recovered,20,-1,1000,0.4,10000,false,0,,0,,,,,,,,,,,,,\n"));
+                             "not-recovered,20,-1,1000,0.4,0,10000,false,0,,0,,,,,,,,,,,,,\n"));
   EXPECT_THAT(csv, HasSubstr("\n1,warm-spare,crash,0,driver-a,injection 1,hangup,recovered,"
-                             "0.4,0.9,3,0.2,30,true,0,,0,,,,,,,,,,,,,\n"));
+                             "0.4,0.9,3,0.2,0,30,true,0,,0,,,,,,,,,,,,,\n"));
   EXPECT_EQ(occurrences(csv, "\n"), 1 + runs.size() + 1);  // one embedded newline
 }
 
@@ -332,7 +332,7 @@ TEST(ReportCsv, ResourceColumnsLastAndEmptyWhenNotSampled) {
   runs[0].resources = ng::campaign::ResourceSample{100, 12, 3400, {200, 201}, 20, 8000};
   auto csv = ng::campaign::runs_csv(runs);
   EXPECT_THAT(csv, HasSubstr("\n1,warm-spare,crash,0,driver-a,injection 1,hangup,recovered,"
-                             "0.4,0.9,3,0.2,30,true,0,,0,,,,,,,,12,3400,20,8000,100,200 201\n"));
+                             "0.4,0.9,3,0.2,0,30,true,0,,0,,,,,,,,12,3400,20,8000,100,200 201\n"));
   EXPECT_THAT(csv, HasSubstr("\n2,warm-spare,regflip,"));
   EXPECT_THAT(csv, HasSubstr(",0,,0,,,,,,,,,,,,,\n"));  // run 2: not sampled
 }
